@@ -1,0 +1,186 @@
+"""The command line: parse, call the library, render. Nothing else lives here.
+
+Exit codes: 0 done; 1 jobs failed (``sync``) or a check failed; 2 bad config or usage;
+3 the state database cannot be used (locked by another syncd, corrupt, foreign).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from syncd import __version__, log
+from syncd.config import Config, find_config_path, load
+from syncd.errors import ConfigError, StoreError, SyncdError
+
+EXIT_FAILED, EXIT_CONFIG, EXIT_STORE = 1, 2, 3
+
+config_option = click.option(
+    "-c", "--config", "config_path", type=click.Path(path_type=Path), default=None,
+    help="Config file (default: $SYNCD_CONFIG, ~/.config/syncd/config.toml, /etc/syncd/config.toml).",
+)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Known errors become one clear line and an exit code, never a traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        click.echo(f"syncd: config error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except StoreError as exc:
+        click.echo(f"syncd: state database: {exc}", err=True)
+        sys.exit(EXIT_STORE)
+    except SyncdError as exc:
+        click.echo(f"syncd: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def load_config(config_path: Path | None) -> Config:
+    config = load(find_config_path(config_path))
+    log.configure(config.log.level, config.log.format)
+    if config.api.api_key is not None:
+        log.add_secret(config.api.api_key.reveal)
+    return config
+
+
+def _require_folders(config: Config) -> None:
+    if not config.folders:
+        raise ConfigError("no [[folders]] configured: add at least one hot folder",
+                          key="folders", file=str(config.source) if config.source else None)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="syncd")
+def main() -> None:
+    """syncd: keep hot folders of product images mirrored into your Assets library."""
+
+
+@main.command()
+@config_option
+def run(config_path: Path | None) -> None:
+    """Run the daemon in the foreground (systemd Type=notify ready); stop with SIGTERM."""
+    from syncd.daemon import Daemon
+
+    with _errors():
+        config = load_config(config_path)
+        _require_folders(config)
+        daemon = Daemon(config)
+        daemon.start()
+        _on_signals(daemon.request_stop)
+        try:
+            daemon.run_forever()
+        finally:
+            daemon.stop()
+
+
+@main.command()
+@config_option
+@click.option("--max-wait", type=float, default=600.0, show_default=True,
+              help="Give up after this many seconds if the API keeps failing (exit 1).")
+def sync(config_path: Path | None, max_wait: float) -> None:
+    """One pass: scan every folder, upload and delete what differs, then exit (0 ok, 1 failed)."""
+    from syncd.daemon import Daemon
+
+    with _errors():
+        config = load_config(config_path)
+        _require_folders(config)
+        daemon = Daemon(config)
+        daemon.start()
+        _on_signals(daemon.request_stop)
+        try:
+            with _progress() as progress:
+                code = daemon.sync_once(max_wait=max_wait, progress=progress)
+        finally:
+            daemon.stop()
+        sys.exit(code)
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("syncing", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@main.command()
+@config_option
+@click.argument("paths", nargs=-1)
+def retry(config_path: Path | None, paths: tuple[str, ...]) -> None:
+    """Re-queue failed jobs (all, or those of the given paths)."""
+    with _errors(), _ledger(config_path) as ledger:
+        count = ledger.retry_failed(paths)
+        click.echo(f"re-queued {count} failed job(s)")
+
+
+@main.command("approve-deletes")
+@config_option
+@click.option("--folder", default=None, help="Only this hot folder (its path).")
+def approve_deletes(config_path: Path | None, folder: str | None) -> None:
+    """Let held deletions go (and accept an empty root or a new device for held folders)."""
+    with _errors(), _ledger(config_path) as ledger:
+        key = str(Path(folder).expanduser().resolve()) if folder else None
+        count = ledger.approve_deletes(key)
+        click.echo(f"approved {count} held deletion(s)")
+
+
+@contextmanager
+def _ledger(config_path: Path | None) -> Iterator[Any]:
+    from syncd.ledger import Ledger
+    from syncd.store import Store
+
+    config = load_config(config_path)
+    store = Store.open(config.state.path, lock=False)
+    try:
+        yield Ledger(store, {f.key: f for f in config.folders})
+    finally:
+        store.close()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Keep the library here (default: a temporary folder).")
+@click.option("--api-key", default=None, envvar="SYNCD_EMULATOR_API_KEY",
+              help="The key it accepts (default: demo-key; env SYNCD_EMULATOR_API_KEY).")
+@click.option("--processing-seconds", type=float, default=None)
+@click.option("--error-rate", type=float, default=None)
+@click.option("--rate-limit-rate", type=float, default=None)
+@click.option("--ambiguous-rate", type=float, default=None)
+@click.option("--latency", type=float, default=None)
+@click.option("--seed", type=int, default=None)
+def emulator(**options: Any) -> None:
+    """Run a local emulator of the Assets API (loopback only by default)."""
+    from syncd import emulator as emu
+
+    argv = []
+    for name, value in options.items():
+        if value is not None and name != "api_key":
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    if options["api_key"]:
+        argv += ["--api-key", options["api_key"]]
+    sys.exit(emu.main(argv))
+
+
+def _on_signals(stop: Callable[[], None]) -> None:
+    """Handlers only set a flag; the loops notice it."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop())

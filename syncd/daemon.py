@@ -1,0 +1,421 @@
+"""Wiring: build everything from the config, run the threads, stop cleanly.
+
+Threads (a fixed set, never one per file):
+
+* one watchdog observer per folder, whose handler only puts events on a bounded queue;
+* the recorder, which writes queued events to the store in batches (nothing acts on an
+  event before it is in SQLite; a full queue means a rescan, never a lost change);
+* the scanner, which runs requested scans one at a time;
+* two hash workers for ``file`` jobs and ``api.concurrency`` workers for uploads/deletes;
+* the main thread: folder health, periodic rescans, the key probe, sd_notify.
+
+Signal handlers only set a flag. On stop, workers finish their current job if they can
+within the deadline; anything cut off is an in-flight job the next start recovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from syncd import scanner
+from syncd.api import AssetsClient
+from syncd.breaker import Breaker
+from syncd.config import Config, FolderConfig, require_api_key
+from syncd.deletions import DeleteWorkflow
+from syncd.errors import ApiError, AuthError, StaleAttempt, StoreError
+from syncd.ledger import Ledger
+from syncd.model import EventKind, FsEvent, Job, JobKind
+from syncd.notify import Notifier
+from syncd.store import Store
+from syncd.sweep import Sweeper
+from syncd.tags import Rules
+from syncd.uploader import Context, FileWorkflow, UploadWorkflow
+from syncd.watcher import FolderWatcher
+
+log = structlog.get_logger(__name__)
+
+EVENT_QUEUE_SIZE = 20_000
+API_KINDS = (JobKind.UPLOAD, JobKind.DELETE)
+FILE_KINDS = (JobKind.FILE,)
+HASH_WORKERS = 2
+STOP_DEADLINE = 8.0
+
+
+@dataclass
+class Timers:
+    """Periods of the main loop; tests shorten them."""
+
+    tick: float = 0.5
+    heartbeat: float = 5.0
+    key_probe: float = 30.0
+    root_retry: float = 2.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Daemon:
+    """One syncd: ``start()``, then ``run_forever()`` or ``sync_once()``; ``stop()``."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        client: AssetsClient | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+        timers: Timers | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.timers = timers or Timers()
+        self.notifier = notifier or Notifier.from_env()
+        self.folders = {f.key: f for f in config.folders}
+        self.rules = {f.key: Rules(f.include, f.exclude) for f in config.folders}
+        self._client = client
+        self.stopping = threading.Event()
+        self.wake = threading.Condition()
+        self.events: queue.Queue[FsEvent] = queue.Queue(EVENT_QUEUE_SIZE)
+        self.scan_requests: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.watchers: dict[str, FolderWatcher] = {}
+        self.threads: list[threading.Thread] = []
+        self.store: Store | None = None
+        self.ctx: Context | None = None
+        self._overflowed: set[str] = set()
+        self._scanning = threading.Event()
+        self._last_scan: dict[str, float] = {}
+        self.busy = 0
+
+    # -- start and stop -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the store (refusing a second daemon), recover, build the workflows."""
+        self.store = Store.open(self.config.state.path, clock=self.clock)
+        recovered = self.store.recover()
+        if recovered:
+            log.info("store.recovered", jobs=recovered)
+        client = self._client or AssetsClient(
+            self.config.api.base_url, require_api_key(self.config).reveal,
+            timeout=self.config.api.timeout_seconds,
+        )
+        self._client = client
+        ledger = Ledger(self.store, self.folders)
+        self.ctx = Context(ledger, client, self.folders, self.rules, Breaker(),
+                           identity_tag=self.config.api.identity_tag, clock=self.clock,
+                           rand=random.random)
+        self.sweeper = Sweeper(self.ctx)
+        self.file_flow = FileWorkflow(self.ctx)
+        self.upload_flow = UploadWorkflow(self.ctx)
+        self.delete_flow = DeleteWorkflow(self.ctx)
+
+    def start_threads(self, *, watch: bool = True) -> None:
+        self._spawn("syncd-scanner", self._scan_loop)
+        if watch:
+            self._spawn("syncd-recorder", self._record_loop)
+        for i in range(HASH_WORKERS):
+            self._spawn(f"syncd-hash-{i}", lambda: self._work_loop(FILE_KINDS))
+        for i in range(self.config.api.concurrency):
+            self._spawn(f"syncd-api-{i}", lambda: self._work_loop(API_KINDS))
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler: only sets a flag."""
+        self.stopping.set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.notifier.stopping()
+        for watcher in list(self.watchers.values()):
+            with contextlib.suppress(Exception):
+                watcher.stop()
+        self.watchers.clear()
+        self._notify_all()
+        deadline = time.monotonic() + STOP_DEADLINE
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._drain_events()
+        if self._client is not None:
+            self._client.close()
+        if self.store is not None:
+            self.store.close()
+        log.info("daemon.stopped", unfinished=[t.name for t in self.threads if t.is_alive()])
+
+    # -- the loops ------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """The daemon: watch, scan, work, until asked to stop."""
+        self.start_threads()
+        for folder in self.config.folders:
+            self._ensure_watcher(folder)
+        self.notifier.ready(self.status_line())
+        log.info("daemon.ready", folders=list(self.folders))
+        last_beat = 0.0
+        while not self.stopping.wait(self.timers.tick):
+            self._maintain()
+            if time.monotonic() - last_beat >= self.timers.heartbeat:
+                last_beat = time.monotonic()
+                self._heartbeat()
+
+    def _maintain(self) -> None:
+        """One pass of housekeeping; a failure here is logged, never fatal."""
+        try:
+            for folder in self.config.folders:
+                self._ensure_watcher(folder)
+                self._periodic_rescan(folder)
+            self._probe_key()
+        except Exception:
+            log.exception("daemon.maintain_failed")
+
+    def _heartbeat(self) -> None:
+        healthy = all(t.is_alive() for t in self.threads)
+        if healthy:
+            self.notifier.watchdog()
+        self.notifier.status(self.status_line())
+        with contextlib.suppress(StoreError):
+            assert self.store is not None
+            self.store.set_meta("heartbeat", f"{self.clock():.3f} {os.getpid()}")
+
+    def status_line(self) -> str:
+        if self.ctx is None:
+            return "starting"
+        counts = self.ctx.ledger.counts()
+        up = counts.get("upload", {})
+        pending = up.get("pending", 0) + up.get("uploading", 0)
+        failed = sum(c.get("failed", 0) for c in counts.values())
+        held = counts.get("delete", {}).get("held", 0)
+        text = f"uploads queued {pending}, {failed} failed, {held} deletions held"
+        if self.ctx.breaker.auth_rejected_since is not None:
+            text += "; PAUSED: the API key is not accepted"
+        return text
+
+    def _record_loop(self) -> None:
+        """Write watcher events to the store in batches; hints become durable jobs."""
+        while not self.stopping.is_set():
+            try:
+                first = self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 1000:
+                    batch.append(self.events.get_nowait())
+            self._record(batch)
+
+    def _drain_events(self) -> None:
+        batch: list[FsEvent] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batch.append(self.events.get_nowait())
+        if batch:
+            with contextlib.suppress(Exception):
+                self._record(batch)
+
+    def _record(self, batch: list[FsEvent]) -> None:
+        assert self.ctx is not None
+        for event in batch:
+            if event.kind is EventKind.RESCAN:
+                self.request_scan(event.folder)
+            elif event.kind is EventKind.ROOT_GONE:
+                self._root_gone(event.folder)
+        try:
+            scans = self.ctx.ledger.record_events(batch)
+        except StoreError as exc:
+            log.error("events.not_recorded", error=str(exc), count=len(batch))
+            for folder in {e.folder for e in batch}:
+                self.request_scan(folder)
+            return
+        for folder, prefix in scans:
+            self.request_scan(folder, prefix)
+        self._notify_all()
+
+    def sink(self, event: FsEvent) -> None:
+        """Called on watchdog's thread: never blocks for long, never raises."""
+        try:
+            self.events.put_nowait(event)
+        except queue.Full:
+            if event.folder not in self._overflowed:
+                self._overflowed.add(event.folder)
+                log.warning("events.overflow", folder=event.folder)
+                self.scan_requests.put((event.folder, ""))
+
+    def request_scan(self, folder: str, prefix: str = "") -> None:
+        self.scan_requests.put((folder, prefix))
+
+    def _scan_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                key, prefix = self.scan_requests.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            folder = self.folders.get(key)
+            if folder is None:
+                continue
+            self._scanning.set()
+            try:
+                self._overflowed.discard(key)
+                self.sweeper.scan(folder, prefix)
+                if not prefix:
+                    self._last_scan[key] = time.monotonic()
+            except Exception:
+                log.exception("scan.failed", folder=key)
+            finally:
+                self._scanning.clear()
+            self._notify_all()
+
+    def _work_loop(self, kinds: tuple[JobKind, ...]) -> None:
+        assert self.store is not None and self.ctx is not None
+        api = kinds == API_KINDS
+        while not self.stopping.is_set():
+            if api and not self.ctx.breaker.allow(self.clock()):
+                self._wait(min(1.0, max(0.05, self.ctx.breaker.wait_hint(self.clock()))))
+                continue
+            try:
+                job = self.store.claim(kinds)
+            except StoreError as exc:
+                log.error("queue.claim_failed", error=str(exc))
+                self._wait(1.0)
+                continue
+            if job is None:
+                self._wait(self._idle_wait(kinds))
+                continue
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        flows = {JobKind.FILE: self.file_flow, JobKind.UPLOAD: self.upload_flow,
+                 JobKind.DELETE: self.delete_flow}
+        self.busy += 1
+        try:
+            flows[job.kind].run(job)
+        except StaleAttempt as exc:
+            log.warning("job.stale", job=job.id, detail=str(exc))
+        except Exception as exc:
+            log.exception("job.crashed", job=job.id, kind=str(job.kind))
+            with contextlib.suppress(Exception):
+                assert self.ctx is not None
+                self.ctx.ledger.retry_later(job, 30.0, f"internal error: {type(exc).__name__}")
+        finally:
+            self.busy -= 1
+
+    def _idle_wait(self, kinds: tuple[JobKind, ...]) -> float:
+        assert self.store is not None
+        try:
+            due = self.store.next_due(kinds)
+        except StoreError:
+            return 1.0
+        if due is None:
+            return 1.0
+        return min(1.0, max(0.01, due - self.clock()))
+
+    def _wait(self, seconds: float) -> None:
+        with self.wake:
+            self.wake.wait(seconds)
+
+    def _notify_all(self) -> None:
+        with self.wake:
+            self.wake.notify_all()
+
+    # -- folders --------------------------------------------------------------------
+
+    def _ensure_watcher(self, folder: FolderConfig) -> None:
+        """Start a watcher where none runs; replace a dead one (and rescan)."""
+        watcher = self.watchers.get(folder.key)
+        if watcher is not None and watcher.alive():
+            return
+        if watcher is not None:
+            log.warning("watcher.dead", folder=folder.key)
+            with contextlib.suppress(Exception):
+                watcher.stop()
+            del self.watchers[folder.key]
+        health = scanner.root_health(folder.path, expected_dev=None)
+        if not health.ok:
+            self._mark_unavailable(folder.key, health.reason or "unavailable")
+            return
+        watcher = FolderWatcher(folder.key, folder.path, self.rules[folder.key], self.sink,
+                                polling=folder.polling, poll_interval=folder.poll_interval_seconds)
+        if watcher.start() is False:
+            return
+        self.watchers[folder.key] = watcher
+        log.info("watcher.started", folder=folder.key, mode=watcher.mode)
+        self.request_scan(folder.key)
+
+    def _mark_unavailable(self, key: str, reason: str) -> None:
+        assert self.store is not None
+        row = self.store.folder_row(key) or {}
+        if row.get("health") != "unavailable":
+            log.warning("folder.unavailable", folder=key, reason=reason)
+            self.store.set_folder(key, health="unavailable", reason=reason)
+
+    def _root_gone(self, key: str) -> None:
+        watcher = self.watchers.pop(key, None)
+        if watcher is not None:
+            with contextlib.suppress(Exception):
+                watcher.stop()
+        self._mark_unavailable(key, "root disappeared (unmounted?); holding")
+
+    def _periodic_rescan(self, folder: FolderConfig) -> None:
+        period = self.config.daemon.rescan_interval_seconds
+        last = self._last_scan.get(folder.key)
+        if period > 0 and last is not None and time.monotonic() - last >= period:
+            self._last_scan[folder.key] = time.monotonic()
+            self.request_scan(folder.key)
+
+    def _probe_key(self) -> None:
+        """While the key is rejected, try it now and then (a replaced key file is re-read)."""
+        assert self.ctx is not None
+        since = self.ctx.breaker.auth_rejected_since
+        if since is None:
+            return
+        if self.store is not None and self.store.get_meta("auth_rejected_since") is None:
+            self.store.set_meta("auth_rejected_since", str(since))
+        if self.clock() - self.timers.extra.get("last_probe", 0.0) < self.timers.key_probe:
+            return
+        self.timers.extra["last_probe"] = self.clock()
+        try:
+            self.ctx.client.check_auth()
+        except AuthError:
+            log.warning("api.key_rejected", since=since)
+            return
+        except ApiError:
+            return
+        log.info("api.key_accepted")
+        self.ctx.breaker.auth_accepted()
+        if self.store is not None:
+            self.store.set_meta("auth_rejected_since", None)
+        self._notify_all()
+
+    # -- one pass -------------------------------------------------------------------
+
+    def sync_once(self, *, max_wait: float = 600.0,
+                  progress: Callable[[int, int], None] | None = None) -> int:
+        """Scan every folder, work until nothing is due, exit code 0 or 1 (failures)."""
+        assert self.ctx is not None
+        for folder in self.config.folders:
+            self.sweeper.scan(folder)
+        self.start_threads(watch=False)
+        deadline = time.monotonic() + max_wait
+        total = max(1, self.ctx.ledger.outstanding())
+        while time.monotonic() < deadline:
+            left = self.ctx.ledger.outstanding()
+            total = max(total, left)
+            if progress:
+                progress(total - left, total)
+            if left == 0 and self.busy == 0 and self.scan_requests.empty():
+                break
+            self._probe_key()
+            time.sleep(0.1)
+        failed = len(self.ctx.ledger.failures(limit=1))
+        left = self.ctx.ledger.outstanding()
+        if left:
+            log.warning("sync.unfinished", jobs=left)
+        return 1 if failed or left else 0

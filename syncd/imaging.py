@@ -1,0 +1,434 @@
+"""What an image file becomes on the wire; the only module that imports Pillow.
+
+The API takes JPEG, PNG and WebP up to ``MAX_UPLOAD_BYTES``. Everything is decided from
+the content (its signature), never from the file name, and a file that cannot go up as
+it is raises :class:`~syncd.errors.FileProblem` with a reason meant for people.
+
+Choices worth knowing:
+
+* An image the API takes, within the limit, is fully decoded once (a truncated upload
+  would be accepted by the API and be useless later) and then sent byte for byte.
+* Re-encoding (``oversize = "downscale"``, or a format listed in ``convert``) writes JPEG
+  for opaque images, which is what a studio expects of a photo. An image whose alpha
+  channel is really used keeps it: a converted cut-out goes out as lossless PNG, and a
+  downscaled one as WebP, the one accepted format that is both lossy and transparent.
+* Re-encoding applies the EXIF orientation, keeps the EXIF block (orientation reset) and
+  an ICC profile that fits the pixels; CMYK goes to sRGB through its own profile.
+* A converted file that is still over the limit follows the folder's ``oversize``.
+* Decoding runs under Pillow's default decompression-bomb limit. The guard reports through
+  the ``warnings`` module, whose filters are process-wide, so decodes take a lock while
+  they turn that one warning into an error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import math
+import struct
+import threading
+import warnings
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image, ImageCms, ImageOps
+
+from syncd.errors import FileProblem
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+HEAD_BYTES = 64  # how much of a file's start check_header needs to tell its format
+
+ACCEPTED = ("jpeg", "png", "webp")
+CONVERTIBLE = ("tiff", "heic", "avif")
+OVERSIZE_CHOICES = ("fail", "downscale")
+
+_CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+_SUFFIXES = {"jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"), "png": (".png",), "webp": (".webp",)}
+_PILLOW_NAMES = {fmt: fmt.upper() for fmt in ACCEPTED + CONVERTIBLE} | {"heic": "HEIF"}
+_ALIASES = {"tif": "tiff", "heif": "heic", "jpg": "jpeg"}
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"II+\x00", "tiff"),  # BigTIFF
+    (b"MM\x00+", "tiff"),
+)
+_HEIC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
+_HEIF_GENERIC = {b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+_MAX_SIDE = {"jpeg": 65_500, "webp": 16_383, "png": 1 << 31}
+_CONVERT_QUALITY = 92
+_QUALITIES = (90, 85, 80, 75)
+_SHRINK = 0.85  # at most this much of the previous scale per resizing step
+_MIN_SIDE = 320  # below this a product image is no longer worth sending
+_JPEG_EXIF_MAX = 65_000  # the EXIF block must fit in one JPEG APP1 segment
+_MAX_SOURCE_BYTES = 256 * 1024 * 1024  # bounds the memory a re-encode may take
+_HEIC_EXTRA = "pip install 'syncd[heic]'"
+_ASK_DOWNSCALE = 'set oversize = "downscale" for this folder to send a smaller copy'
+# What Pillow raises on damaged input; none of these is a bug of ours.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+_decode_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The bytes to POST and how to describe them; ``adapted`` notes any change made."""
+
+    data: bytes
+    filename: str
+    content_type: str
+    format: str
+    adapted: str | None = None
+
+
+def check_header(
+    head: bytes,
+    size: int,
+    filename: str,
+    *,
+    oversize: str = "fail",
+    convert: Sequence[str] = (),
+    limit: int = MAX_UPLOAD_BYTES,
+) -> None:
+    """Refuse early what the first ``HEAD_BYTES`` and the size already condemn.
+
+    Spares the uploader reading a large file only to learn it cannot be sent. A format
+    listed in ``convert`` is not judged on size here: its re-encoded size is unknown yet.
+    """
+    _check_options(oversize, limit)
+    if size == 0:
+        raise FileProblem("empty file")
+    fmt = sniff(head)
+    if fmt is None:
+        raise FileProblem(_not_an_image(head, filename))
+    if fmt not in ACCEPTED:
+        _check_convertible(fmt, _normalise_convert(convert))
+    elif size > limit and oversize == "fail":
+        raise FileProblem(f"too large: {_mb(size)}, {_at_most(limit)}; {_ASK_DOWNSCALE}")
+    if size > max(limit, _MAX_SOURCE_BYTES):
+        raise FileProblem(
+            f"too large: {_mb(size)}; syncd makes smaller copies of files up to "
+            f"{_mb(_MAX_SOURCE_BYTES)}"
+        )
+
+
+def prepare(
+    data: bytes,
+    filename: str,
+    *,
+    oversize: str = "fail",
+    convert: Sequence[str] = (),
+    limit: int = MAX_UPLOAD_BYTES,
+) -> Prepared:
+    """Return what to upload for these file bytes, or raise FileProblem saying why not."""
+    check_header(
+        data[:HEAD_BYTES], len(data), filename, oversize=oversize, convert=convert, limit=limit
+    )
+    fmt = sniff(data[:HEAD_BYTES])
+    assert fmt is not None  # check_header refused everything else
+    if fmt in ACCEPTED and len(data) <= limit:
+        with _decoded(data, fmt, reduce=True):
+            pass  # decoding every pixel is the check: a cut file must not go up
+        return Prepared(data, _named(filename, fmt), _CONTENT_TYPES[fmt], fmt)
+    return _reencode(data, filename, fmt, oversize=oversize, limit=limit)
+
+
+def sniff(head: bytes) -> str | None:
+    """Name the format from the signature: jpeg, png, webp or a CONVERTIBLE one."""
+    for magic, fmt in _SIGNATURES:
+        if head.startswith(magic):
+            return fmt
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[4:8] == b"ftyp":
+        return _iso_image_brand(head)
+    return None
+
+
+def _iso_image_brand(head: bytes) -> str | None:
+    """Tell HEIC and AVIF from other ISO media files (MP4, MOV) by their brands."""
+    box_end = min(len(head), struct.unpack_from(">I", head, 0)[0])
+    brands = {head[8:12]} | {head[i : i + 4] for i in range(16, box_end - 3, 4)}
+    if brands & _AVIF_BRANDS:
+        return "avif"
+    if brands & _HEIC_BRANDS or head[8:12] in _HEIF_GENERIC:
+        return "heic"
+    return None
+
+
+def _check_options(oversize: str, limit: int) -> None:
+    if oversize not in OVERSIZE_CHOICES:
+        raise ValueError(f"oversize must be one of {OVERSIZE_CHOICES}, not {oversize!r}")
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, not {limit}")
+
+
+def _normalise_convert(convert: Sequence[str]) -> set[str]:
+    """Forgive "TIF", ".tif" or a lone string where a list was meant."""
+    listed = (convert,) if isinstance(convert, str) else convert
+    names = {name.strip().lower().lstrip(".") for name in listed}
+    return {_ALIASES.get(name, name) for name in names}
+
+
+def _check_convertible(fmt: str, convert: set[str]) -> None:
+    if fmt not in convert:
+        hint = f'; add "{fmt}" to convert for this folder'
+        if fmt == "heic" and not _heif_ready():
+            hint += f" and install the heic extra ({_HEIC_EXTRA})"
+        raise FileProblem(f"unsupported format {fmt}: the API takes JPEG, PNG, WebP{hint}")
+    if fmt == "heic" and not _heif_ready():
+        raise FileProblem(f"cannot convert heic: the heic extra is not installed ({_HEIC_EXTRA})")
+
+
+def _heif_ready() -> bool:
+    """Import pillow-heif on first need; registering its opener is idempotent."""
+    try:
+        heif = importlib.import_module("pillow_heif")
+    except ImportError:
+        return False
+    if _PILLOW_NAMES["heic"] not in Image.OPEN:
+        heif.register_heif_opener()
+    return True
+
+
+def _not_an_image(head: bytes, filename: str) -> str:
+    suffix = _suffix(filename)
+    named = f"the file is named {suffix} but " if suffix else ""
+    reason = f"not an image: {named}the content is not JPEG, PNG or WebP"
+    looks = _looks_like(head)
+    return f"{reason} ({looks})" if looks else reason
+
+
+def _looks_like(head: bytes) -> str | None:
+    """A hint for the usual suspects: a saved error page, a PDF, a video."""
+    start = head.lstrip().lower()
+    if start.startswith((b"<!doctype html", b"<html")):
+        return "it looks like a web page"
+    if start.startswith(b"%pdf"):
+        return "it looks like a PDF"
+    if head[4:8] == b"ftyp":
+        return "it looks like a video"
+    if head.isascii() and all(b >= 0x20 or b in b"\t\r\n" for b in head):
+        return "it looks like text"
+    return None
+
+
+@contextmanager
+def _decoded(data: bytes, fmt: str, *, reduce: bool = False) -> Iterator[Image.Image]:
+    """The fully loaded image, closed on exit; ``reduce`` lets JPEG decode at 1/8 scale.
+
+    A reduced JPEG decode still reads the whole entropy-coded stream, so truncation is
+    found just the same with a fraction of the memory.
+    """
+    with _decode_lock, warnings.catch_warnings(), _as_file_problem():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data), formats=[_PILLOW_NAMES[fmt]])
+        try:
+            if reduce and fmt == "jpeg":
+                image.draft(None, (1, 1))
+            image.load()
+        except BaseException:
+            image.close()
+            raise
+    with image:
+        yield image
+
+
+@contextmanager
+def _as_file_problem() -> Iterator[None]:
+    """Pillow's complaints about the content, said as a FileProblem."""
+    try:
+        yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise FileProblem(
+            f"image too large to decode safely (over {Image.MAX_IMAGE_PIXELS:,} pixels)"
+        ) from exc
+    except _DECODE_ERRORS as exc:
+        detail = str(exc).strip() or type(exc).__name__
+        raise FileProblem(f"truncated or corrupt image: {detail}") from exc
+
+
+# --- re-encoding -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Extras:
+    """Metadata that travels with the pixels into the new file."""
+
+    icc_profile: bytes | None
+    exif: bytes | None
+
+
+def _reencode(data: bytes, filename: str, fmt: str, *, oversize: str, limit: int) -> Prepared:
+    with _decoded(data, fmt) as source:
+        animated = bool(getattr(source, "is_animated", False)) and source.format != "MPO"
+        image, extras = _normalised(source)
+        try:
+            out, target, notes = _sized(
+                image, extras, fmt, len(data), oversize=oversize, limit=limit
+            )
+        finally:
+            if image is not source:
+                image.close()
+    if animated:
+        notes.append("first frame only")
+    return Prepared(out, _named(filename, target), _CONTENT_TYPES[target], target, "; ".join(notes))
+
+
+def _sized(
+    image: Image.Image, extras: _Extras, fmt: str, size: int, *, oversize: str, limit: int
+) -> tuple[bytes, str, list[str]]:
+    """Encode for upload: a converted file as is if it fits, else down the ladder."""
+    opaque = image.mode in ("RGB", "L")
+    if fmt in ACCEPTED:
+        target, notes = ("jpeg" if opaque else "webp"), []
+    else:
+        target, notes = ("jpeg" if opaque else "png"), [f"converted from {fmt}"]
+        out = _encode(image, target, _CONVERT_QUALITY, extras)
+        if len(out) <= limit:
+            return out, target, notes
+        if oversize == "fail":
+            raise FileProblem(
+                f"too large after converting from {fmt}: {_mb(len(out))} as "
+                f"{target.upper()}, {_at_most(limit)}; {_ASK_DOWNSCALE}"
+            )
+        target, size = ("jpeg" if opaque else "webp"), len(out)
+    out, how = _fit(image, target, extras, limit)
+    notes.append(f"downscaled from {_mb(size)} ({how})")
+    return out, target, notes
+
+
+def _normalised(source: Image.Image) -> tuple[Image.Image, _Extras]:
+    """Upright pixels in a mode JPEG (RGB, L) or an alpha format (RGBA) can carry."""
+    icc = source.info.get("icc_profile") or None
+    try:
+        ImageOps.exif_transpose(source, in_place=True)
+        exif = source.getexif()
+        exif_bytes = exif.tobytes() if len(exif) else None
+    except _DECODE_ERRORS:
+        exif_bytes = None  # damaged EXIF: send the pixels without it
+    with _as_file_problem():
+        image, icc = _to_output_mode(source, icc)
+    if icc is not None and _icc_space(icc) != ("GRAY" if image.mode == "L" else "RGB"):
+        icc = None  # a profile that does not describe these pixels would mislead
+    return image, _Extras(icc, exif_bytes)
+
+
+def _to_output_mode(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    mode = image.mode
+    if mode == "CMYK":
+        return _cmyk_to_rgb(image, icc)
+    if mode.startswith("I") or mode == "F":
+        return _to_eight_bit(image), icc
+    if mode in ("RGB", "L"):
+        return image, icc
+    if mode == "1":
+        return image.convert("L"), icc
+    if image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        if rgba.getchannel("A").getextrema() != (255, 255):
+            return rgba, icc
+        rgba.close()
+    return image.convert("L" if mode in ("LA", "La") else "RGB"), icc
+
+
+def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """Use the file's own CMYK profile when it has one; a plain formula otherwise."""
+    if icc is not None and _icc_space(icc) == "CMYK":
+        try:
+            srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            rgb = ImageCms.profileToProfile(image, source, srgb, outputMode="RGB")
+        except (ImageCms.PyCMSError, *_DECODE_ERRORS):
+            rgb = None
+        if rgb is not None:
+            return rgb, srgb.tobytes()
+    return image.convert("RGB"), None
+
+
+def _to_eight_bit(image: Image.Image) -> Image.Image:
+    """Scale 16-bit samples down; Pillow's own conversion clips everything over 255."""
+    if image.mode == "F":
+        return image.convert("L")
+    with image.convert("I") as wide:
+        high = wide.getextrema()[1]
+        assert isinstance(high, int | float)
+        if not image.mode.startswith("I;16") and high <= 255:
+            return wide.convert("L")
+        with wide.point(lambda value: value * (1 / 256)) as scaled:
+            return scaled.convert("L")
+
+
+def _icc_space(icc: bytes) -> str:
+    """The colour space an ICC profile declares (header bytes 16-19)."""
+    return icc[16:20].decode("ascii", "replace").strip()
+
+
+def _fit(image: Image.Image, fmt: str, extras: _Extras, limit: int) -> tuple[bytes, str]:
+    """Step quality down, then size, until the encoded image fits under the limit."""
+    scale = min(1.0, _MAX_SIDE[fmt] / max(image.size))  # WebP stops at 16383 pixels
+    qualities = list(_QUALITIES if scale == 1.0 else _QUALITIES[-1:])
+    while True:
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        if max(size) < _MIN_SIDE:
+            raise FileProblem(
+                f"too large: could not bring the image under {_mb(limit)} "
+                f"without shrinking it below {_MIN_SIDE} pixels"
+            )
+        out = _encode(image, fmt, qualities[0], extras, size)
+        if len(out) <= limit:
+            resized = "" if size == image.size else f", resized to {size[0]}x{size[1]}"
+            return out, f"quality {qualities[0]}{resized}"
+        if len(qualities) > 1:
+            qualities.pop(0)
+        else:  # encoded size follows the pixel count, so aim straight for the limit
+            scale *= min(_SHRINK, 0.95 * math.sqrt(limit / len(out)))
+
+
+def _encode(
+    image: Image.Image, fmt: str, quality: int, extras: _Extras, size: tuple[int, int] | None = None
+) -> bytes:
+    if size is not None and size != image.size:
+        with image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0) as smaller:
+            return _encode(smaller, fmt, quality, extras)
+    options: dict[str, Any] = {} if fmt == "png" else {"quality": quality}
+    if fmt == "jpeg":
+        options["optimize"] = True
+    if extras.icc_profile is not None:
+        options["icc_profile"] = extras.icc_profile
+    if extras.exif is not None and (fmt != "jpeg" or len(extras.exif) <= _JPEG_EXIF_MAX):
+        options["exif"] = extras.exif
+    buffer = io.BytesIO()
+    image.save(buffer, format=_PILLOW_NAMES[fmt], **options)
+    return buffer.getvalue()
+
+
+# --- names and sizes ---------------------------------------------------------------------
+
+
+def _named(filename: str, fmt: str) -> str:
+    """Keep the name; make its extension say what is really sent."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    if _suffix(name) in _SUFFIXES[fmt]:
+        return name
+    stem, dot, _ = name.rpartition(".")
+    return f"{stem if dot and stem else name}{_SUFFIXES[fmt][0]}"
+
+
+def _suffix(filename: str) -> str:
+    stem, dot, ext = filename.rpartition(".")
+    return f".{ext.lower()}" if dot and stem and "/" not in ext else ""
+
+
+def _at_most(limit: int) -> str:
+    return f"the API takes at most {_mb(limit)}"
+
+
+def _mb(size: int) -> str:
+    """Sizes in the API's megabytes (2**20 bytes): "10 MB", "14.2 MB"."""
+    value = size / (1024 * 1024)
+    return f"{value:.0f} MB" if value == int(value) else f"{value:.1f} MB"

@@ -1,0 +1,417 @@
+"""What the store records when something happens: each method is one transaction.
+
+The ledger keeps files, assets and jobs consistent with each other: a file linked to an
+asset, an asset released when its last file goes, an upload's asset_id recorded in the
+same transaction as the job's end. Job states change only through ``Store.move``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from syncd import plan
+from syncd.config import FolderConfig
+from syncd.model import (
+    EventKind,
+    FileStat,
+    FsEvent,
+    Job,
+    JobKind,
+    JobState,
+    RemoteAsset,
+    asset_key,
+)
+from syncd.store import Conn, Row, Store, row_to_job
+
+S = JobState
+LIVE_UPLOAD = (str(S.PENDING), str(S.UPLOADING), str(S.FAILED))
+LIVE_DELETE = (str(S.WAITING), str(S.HELD), str(S.DELETING), str(S.FAILED))
+
+
+@dataclass(frozen=True, slots=True)
+class Linked:
+    """What linking a file to its asset did: ``queued`` an upload, or used an existing one."""
+
+    key: str
+    queued_upload: bool
+    asset_id: str | None
+
+
+class Ledger:
+    """Domain transactions over a :class:`Store`, with each folder's deletion policy."""
+
+    def __init__(self, store: Store, folders: Mapping[str, FolderConfig]) -> None:
+        self.store = store
+        self.folders = dict(folders)
+
+    # -- events and enqueueing -------------------------------------------------------
+
+    def record_events(self, events: Sequence[FsEvent]) -> list[tuple[str, str]]:
+        """Record a batch of watcher events as jobs; return (folder, dir) subtrees to scan."""
+        scans: list[tuple[str, str]] = []
+        now = self.store.clock()
+        with self.store.write() as conn:
+            for event in events:
+                scans.extend(self._apply_event(conn, event, now))
+        return scans
+
+    def _apply_event(
+        self, conn: Conn, event: FsEvent, now: float
+    ) -> list[tuple[str, str]]:
+        folder = self.folders.get(event.folder)
+        if folder is None or event.kind in (EventKind.RESCAN, EventKind.ROOT_GONE):
+            return []
+        settle = now + folder.settle_seconds
+        if event.is_dir:
+            return self._apply_dir_event(conn, event)
+        if event.kind is EventKind.MOVED and event.dest_relpath is not None:
+            self._move_record(conn, event.folder, event.relpath, event.dest_relpath)
+            self._enqueue(conn, event.folder, event.relpath, now)
+            self._enqueue(conn, event.folder, event.dest_relpath, settle)
+        elif event.kind is EventKind.DELETED:
+            self._enqueue(conn, event.folder, event.relpath, now)
+        else:
+            self._enqueue(conn, event.folder, event.relpath, settle)
+        return []
+
+    def _apply_dir_event(self, conn: Conn, event: FsEvent) -> list[tuple[str, str]]:
+        if event.kind is EventKind.MOVED and event.dest_relpath is not None:
+            moved = self._move_tree(conn, event.folder, event.relpath, event.dest_relpath)
+            now = self.store.clock()
+            for relpath in moved:
+                self._enqueue(conn, event.folder, relpath, now)
+            return [(event.folder, event.relpath), (event.folder, event.dest_relpath)]
+        return [(event.folder, event.relpath)]
+
+    def _move_record(self, conn: Conn, folder: str, src: str, dst: str) -> None:
+        """A file renamed: its record follows it, so it is not read again."""
+        if src == dst or not conn.execute(
+            "SELECT 1 FROM files WHERE folder = ? AND relpath = ?", (folder, src)
+        ).fetchone():
+            return
+        old = conn.execute(
+            "SELECT asset_key FROM files WHERE folder = ? AND relpath = ?", (folder, dst)
+        ).fetchone()
+        conn.execute("DELETE FROM files WHERE folder = ? AND relpath = ?", (folder, dst))
+        conn.execute(
+            "UPDATE files SET relpath = ? WHERE folder = ? AND relpath = ?", (dst, folder, src)
+        )
+        if old and old["asset_key"]:
+            self._release(conn, folder, old["asset_key"])
+
+    def _move_tree(self, conn: Conn, folder: str, src: str, dst: str) -> list[str]:
+        """A directory renamed: move its records; their tags are looked at again."""
+        rows = conn.execute(
+            "SELECT relpath FROM files WHERE folder = ? AND relpath >= ? AND relpath < ?",
+            (folder, src + "/", src + "0"),
+        ).fetchall()
+        moved = []
+        for row in rows:
+            new = dst + row["relpath"][len(src):]
+            self._move_record(conn, folder, row["relpath"], new)
+            moved.append(new)
+        return moved
+
+    def enqueue_paths(
+        self, folder: str, relpaths: Iterable[str], *, delay: float = 0.0, hold: bool = False
+    ) -> int:
+        """Queue file jobs for paths (a scan's findings), in one transaction."""
+        when = self.store.clock() + delay
+        count = 0
+        with self.store.write() as conn:
+            for relpath in relpaths:
+                self._enqueue(conn, folder, relpath, when, hold=hold)
+                count += 1
+        return count
+
+    def _enqueue(
+        self, conn: Conn, folder: str, relpath: str, when: float, *, hold: bool = False
+    ) -> None:
+        """One live pending job per path: a newer event pushes its settle time out."""
+        jobs = self.store.jobs_where(
+            conn,
+            "kind = 'file' AND folder = ? AND relpath = ? AND state IN ('pending', 'failed')",
+            (folder, relpath),
+        )
+        pending = [j for j in jobs if j.state is S.PENDING]
+        for job in jobs:
+            if job.state is S.FAILED:
+                self.store.move(conn, job, S.CANCELLED, reason="superseded by a newer change")
+        if pending:
+            detail = {**pending[0].detail, **({"hold": True} if hold else {})}
+            conn.execute(
+                "UPDATE jobs SET not_before = max(not_before, ?), detail = ? WHERE id = ?",
+                (when, json.dumps(detail), pending[0].id),
+            )
+            return
+        self.store.new_job(
+            conn, JobKind.FILE, folder, relpath=relpath, not_before=when,
+            detail={"hold": True} if hold else None,
+        )
+
+    # -- file job outcomes -----------------------------------------------------------
+
+    def file_linked(
+        self, job: Job, stat: FileStat, sha256: str, tags: tuple[str, ...], name: str
+    ) -> Linked:
+        """The file is hashed: record it against the asset of (content, tags)."""
+        key = asset_key(sha256, tags)
+        assert job.relpath is not None
+        with self.store.write() as conn:
+            old = self._upsert_file(conn, job.folder, job.relpath, stat, sha256, key, None)
+            self.store.move(conn, job, S.DONE, reason=None)
+            conn.execute(
+                "INSERT OR IGNORE INTO assets (key, sha256, tags, name) VALUES (?, ?, ?, ?)",
+                (key, sha256, json.dumps(list(tags)), name),
+            )
+            asset = conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
+            for other in self._asset_jobs(conn, JobKind.DELETE, key, (S.WAITING, S.HELD, S.FAILED)):
+                self.store.move(conn, other, S.CANCELLED, reason="a file uses the asset again")
+            queued = False
+            if asset["asset_id"] is None and not self._asset_jobs(
+                conn, JobKind.UPLOAD, key, (S.PENDING, S.UPLOADING, S.FAILED)
+            ):
+                self.store.new_job(conn, JobKind.UPLOAD, job.folder, relpath=job.relpath,
+                                   asset_key=key)
+                queued = True
+            if old and old != key:
+                self._release(conn, job.folder, old, hold=bool(job.detail.get("hold")))
+        return Linked(key, queued, asset["asset_id"])
+
+    def file_failed(self, job: Job, stat: FileStat | None, sha256: str | None, reason: str) -> None:
+        """A file that cannot be uploaded: remembered with its problem, not read again."""
+        assert job.relpath is not None
+        with self.store.write() as conn:
+            old = None
+            if stat is not None:
+                old = self._upsert_file(conn, job.folder, job.relpath, stat, sha256, None, reason)
+            self.store.move(conn, job, S.FAILED, reason=reason)
+            if old:
+                self._release(conn, job.folder, old)
+
+    def file_gone(self, job: Job) -> bool:
+        """The path is gone: untrack it and release its asset. True if it was tracked."""
+        assert job.relpath is not None
+        with self.store.write() as conn:
+            row = conn.execute(
+                "SELECT asset_key FROM files WHERE folder = ? AND relpath = ?",
+                (job.folder, job.relpath),
+            ).fetchone()
+            conn.execute(
+                "DELETE FROM files WHERE folder = ? AND relpath = ?", (job.folder, job.relpath)
+            )
+            self.store.move(conn, job, S.DONE, reason="gone")
+            if row and row["asset_key"]:
+                self._release(conn, job.folder, row["asset_key"], hold=bool(job.detail.get("hold")))
+        return row is not None
+
+    def _upsert_file(
+        self, conn: Conn, folder: str, relpath: str, stat: FileStat,
+        sha256: str | None, key: str | None, problem: str | None,
+    ) -> str | None:
+        """Write a file's record; return the asset key it had before."""
+        row = conn.execute(
+            "SELECT asset_key FROM files WHERE folder = ? AND relpath = ?", (folder, relpath)
+        ).fetchone()
+        conn.execute(
+            "INSERT OR REPLACE INTO files (folder, relpath, size, mtime_ns, inode, dev, sha256,"
+            " asset_key, problem) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (folder, relpath, stat.size, stat.mtime_ns, stat.inode, stat.dev, sha256, key, problem),
+        )
+        return row["asset_key"] if row else None
+
+    # -- releasing assets ------------------------------------------------------------
+
+    def _refcount(self, conn: Conn, key: str) -> int:
+        return int(conn.execute("SELECT count(*) FROM files WHERE asset_key = ?", (key,))
+                   .fetchone()[0])
+
+    def _asset_jobs(
+        self, conn: Conn, kind: JobKind, key: str, states: Sequence[JobState]
+    ) -> list[Job]:
+        marks = ",".join("?" * len(states))
+        return self.store.jobs_where(
+            conn, f"asset_key = ? AND kind = ? AND state IN ({marks})",
+            [key, str(kind), *(str(s) for s in states)],
+        )
+
+    def _release(self, conn: Conn, folder: str, key: str, *, hold: bool = False) -> None:
+        """No tracked file uses ``key`` any more: cancel its upload or schedule its delete."""
+        if self._refcount(conn, key):
+            return
+        asset = conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
+        if asset is None:
+            return
+        if asset["asset_id"] is None:
+            for job in self._asset_jobs(conn, JobKind.UPLOAD, key, (S.PENDING, S.FAILED)):
+                self.store.move(conn, job, S.CANCELLED, reason="no file needs this asset now")
+            if not self._asset_jobs(conn, JobKind.UPLOAD, key, (S.UPLOADING,)):
+                conn.execute("DELETE FROM assets WHERE key = ?", (key,))
+            return
+        policy = self.folders.get(folder)
+        if policy is None or not policy.mirror_deletes:
+            return
+        if self._asset_jobs(conn, JobKind.DELETE, key, (S.WAITING, S.HELD, S.DELETING)):
+            return
+        self._schedule_delete(conn, policy, key, hold=hold)
+
+    def _schedule_delete(
+        self, conn: Conn, policy: FolderConfig, key: str, *, hold: bool
+    ) -> None:
+        waiting = self.store.jobs_where(
+            conn, "kind = 'delete' AND folder = ? AND state = 'waiting'", (policy.key,)
+        )
+        held_count = conn.execute(
+            "SELECT count(*) FROM jobs WHERE kind = 'delete' AND folder = ? AND state = 'held'",
+            (policy.key,),
+        ).fetchone()[0]
+        if hold or held_count or plan.hold_deletes(len(waiting), 1, policy.max_deletes):
+            reason = (
+                f"held: more than {policy.max_deletes} deletions at once in this folder; "
+                "check the folder, then run `syncd approve-deletes`"
+            )
+            for job in waiting:
+                self.store.move(conn, job, S.HELD, reason=reason)
+            self.store.new_job(conn, JobKind.DELETE, policy.key, asset_key=key,
+                               state=S.HELD, reason=reason)
+            return
+        self.store.new_job(conn, JobKind.DELETE, policy.key, asset_key=key,
+                           not_before=self.store.clock() + policy.delete_grace_seconds)
+
+    # -- upload and delete outcomes ---------------------------------------------------
+
+    def upload_done(self, job: Job, remote: RemoteAsset, adapted: str | None = None) -> None:
+        """Record the asset_id in the same transaction as the job's end."""
+        assert job.asset_key is not None
+        now = self.store.clock()
+        with self.store.write() as conn:
+            self.store.move(conn, job, S.DONE, reason=None)
+            conn.execute(
+                "UPDATE assets SET asset_id = ?, remote_status = ?, uploaded_at = ?, adapted = ?"
+                " WHERE key = ?",
+                (remote.asset_id, remote.status, now, adapted, job.asset_key),
+            )
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_upload', ?)",
+                         (str(now),))
+            self._release(conn, job.folder, job.asset_key)
+
+    def upload_cancelled(self, job: Job, reason: str) -> None:
+        assert job.asset_key is not None
+        with self.store.write() as conn:
+            self.store.move(conn, job, S.CANCELLED, reason=reason)
+            if not self._refcount(conn, job.asset_key):
+                conn.execute("DELETE FROM assets WHERE key = ? AND asset_id IS NULL",
+                             (job.asset_key,))
+
+    def delete_done(self, job: Job) -> None:
+        """The asset is gone remotely; if a file took it up meanwhile, upload it again."""
+        assert job.asset_key is not None
+        with self.store.write() as conn:
+            self.store.move(conn, job, S.DONE, reason=None)
+            if self._refcount(conn, job.asset_key):
+                conn.execute("UPDATE assets SET asset_id = NULL, remote_status = NULL WHERE key = ?",
+                             (job.asset_key,))
+                self.store.new_job(conn, JobKind.UPLOAD, job.folder, asset_key=job.asset_key)
+            else:
+                conn.execute("DELETE FROM assets WHERE key = ?", (job.asset_key,))
+
+    def retry_later(self, job: Job, delay: float, reason: str) -> Job:
+        """Back to the claimable state of its kind, due after ``delay`` seconds."""
+        back = {JobKind.FILE: S.PENDING, JobKind.UPLOAD: S.PENDING, JobKind.DELETE: S.WAITING}
+        return self.store.transition(
+            job, back[job.kind], not_before=self.store.clock() + delay, reason=reason
+        )
+
+    # -- reads -----------------------------------------------------------------------
+
+    def asset(self, key: str) -> Row | None:
+        rows = self.store.query("SELECT * FROM assets WHERE key = ?", (key,))
+        return rows[0] if rows else None
+
+    def refcount(self, key: str) -> int:
+        return int(self.store.query("SELECT count(*) AS n FROM files WHERE asset_key = ?",
+                                    (key,))[0]["n"])
+
+    def files_for_asset(self, key: str, limit: int = 5) -> list[Row]:
+        return self.store.query(
+            "SELECT * FROM files WHERE asset_key = ? ORDER BY folder, relpath LIMIT ?", (key, limit)
+        )
+
+    def asset_by_sha(self, sha256: str) -> list[Row]:
+        return self.store.query("SELECT * FROM assets WHERE sha256 = ?", (sha256,))
+
+    # -- operator actions --------------------------------------------------------------
+
+    def approve_deletes(self, folder: str | None = None) -> int:
+        """Release held deletions (of one folder or all) and accept guarded roots."""
+        where, params = ("kind = 'delete' AND state = 'held'", [])
+        if folder:
+            where, params = where + " AND folder = ?", [folder]
+        now = self.store.clock()
+        with self.store.write() as conn:
+            jobs = self.store.jobs_where(conn, where, params)
+            for job in jobs:
+                self.store.move(conn, job, S.WAITING, not_before=now, reason="approved")
+            conn.execute(
+                "UPDATE folders SET approved = 1 WHERE health != 'ok'"
+                + (" AND key = ?" if folder else ""), [folder] if folder else [],
+            )
+        return len(jobs)
+
+    def retry_failed(self, relpaths: Sequence[str] = ()) -> int:
+        """Put failed jobs (all, or those for these paths) back in the queue."""
+        back = {JobKind.FILE: S.PENDING, JobKind.UPLOAD: S.PENDING, JobKind.DELETE: S.WAITING}
+        with self.store.write() as conn:
+            jobs = self.store.jobs_where(conn, "state = 'failed'", [])
+            if relpaths:
+                wanted = set(relpaths)
+                jobs = [j for j in jobs if j.relpath in wanted
+                        or f"{j.folder}/{j.relpath}" in wanted]
+            for job in jobs:
+                if job.kind is JobKind.FILE and job.relpath is not None:
+                    conn.execute("UPDATE files SET problem = NULL, sha256 = NULL"
+                                 " WHERE folder = ? AND relpath = ?", (job.folder, job.relpath))
+                self.store.move(conn, job, back[job.kind], not_before=0.0, reason="retry")
+        return len(jobs)
+
+    def failures(self, limit: int = 20) -> list[Job]:
+        rows = self.store.query(
+            "SELECT * FROM jobs WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?", (limit,)
+        )
+        return [row_to_job(r) for r in rows]
+
+    def held(self, limit: int = 20) -> list[Job]:
+        rows = self.store.query(
+            "SELECT * FROM jobs WHERE state = 'held' ORDER BY id LIMIT ?", (limit,)
+        )
+        return [row_to_job(r) for r in rows]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        rows = self.store.query(
+            "SELECT kind, state, count(*) AS n FROM jobs WHERE state NOT IN ('done', 'cancelled')"
+            " GROUP BY kind, state"
+        )
+        out: dict[str, dict[str, int]] = {}
+        for row in rows:
+            out.setdefault(row["kind"], {})[row["state"]] = row["n"]
+        return out
+
+    def outstanding(self) -> int:
+        """Jobs that still need work (not done, cancelled, failed or held)."""
+        rows = self.store.query(
+            "SELECT count(*) AS n FROM jobs WHERE state IN"
+            " ('pending', 'hashing', 'uploading', 'waiting', 'deleting')"
+        )
+        return int(rows[0]["n"])
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for status output."""
+        q = self.store.query
+        return {
+            "tracked_files": q("SELECT count(*) AS n FROM files")[0]["n"],
+            "assets": q("SELECT count(*) AS n FROM assets WHERE asset_id IS NOT NULL")[0]["n"],
+            "problems": q("SELECT count(*) AS n FROM files WHERE problem IS NOT NULL")[0]["n"],
+        }

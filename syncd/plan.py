@@ -1,0 +1,94 @@
+"""Pure decisions: what a difference between disk and store means, and when to retry.
+
+Plain values in, plain values out: no OS, clock, HTTP or SQLite, so every rule here is
+tested without a disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from syncd.model import FileStat, RemoteAsset, TrackedFile
+
+
+class Change(StrEnum):
+    NEW = "new"
+    CHANGED = "changed"
+    GONE = "gone"
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One path whose disk state differs from the store's."""
+
+    change: Change
+    relpath: str
+    stat: FileStat | None = None
+    tracked: TrackedFile | None = None
+
+
+def diff(
+    seen: Iterable[tuple[str, FileStat]],
+    tracked: Iterable[TrackedFile],
+    *,
+    unreadable: Callable[[str], bool] = lambda _relpath: False,
+) -> Iterator[Difference]:
+    """Merge-join a walk and the store, both in relpath order, yielding what differs.
+
+    Unchanged files (same size, mtime and inode) yield nothing and are never re-read.
+    A tracked file under a directory that could not be listed is not gone: it is unknown.
+    """
+    seen_it, tracked_it = iter(seen), iter(tracked)
+    entry, record = next(seen_it, None), next(tracked_it, None)
+    while entry is not None or record is not None:
+        if record is None or (entry is not None and entry[0] < record.relpath):
+            assert entry is not None
+            yield Difference(Change.NEW, entry[0], entry[1])
+            entry = next(seen_it, None)
+        elif entry is None or record.relpath < entry[0]:
+            if not unreadable(record.relpath):
+                yield Difference(Change.GONE, record.relpath, tracked=record)
+            record = next(tracked_it, None)
+        else:
+            if not record.stat.same_content_as(entry[1]):
+                yield Difference(Change.CHANGED, entry[0], entry[1], record)
+            entry, record = next(seen_it, None), next(tracked_it, None)
+
+
+def needs_hash(tracked: TrackedFile | None, stat: FileStat) -> bool:
+    """A file is re-read only when it is new or its size, mtime or inode changed."""
+    return tracked is None or tracked.sha256 is None or not tracked.stat.same_content_as(stat)
+
+
+def backoff(attempt: int, *, base: float = 2.0, cap: float = 300.0, jitter: float = 0.5) -> float:
+    """Capped exponential backoff; ``jitter`` in [0, 1) is supplied by the caller."""
+    return float(min(cap, base * (2 ** max(0, attempt - 1))) * (0.5 + jitter / 2))
+
+
+def retry_delay(attempt: int, retry_after: float | None, jitter: float) -> float:
+    """The job-level wait after a transient failure: backoff, but never before Retry-After."""
+    return max(backoff(attempt, jitter=jitter), retry_after or 0.0)
+
+
+def matches_intent(
+    remote: RemoteAsset, *, name: str, tags: Iterable[str], since: float | None = None,
+    created_at: float | None = None, file_size: int | None = None, size: int | None = None,
+) -> bool:
+    """Whether a listed asset is the one an interrupted upload may have created.
+
+    Name and the exact tag set must match (checked here, never by the server's filter);
+    without an identity tag, the asset must also be created at or after the attempt and,
+    when the caller fetched it, have the same size.
+    """
+    if remote.name != name or set(remote.tags) != set(tags):
+        return False
+    if since is not None and created_at is not None and created_at + 2.0 < since:
+        return False
+    return not (size is not None and file_size is not None and size != file_size)
+
+
+def hold_deletes(pending: int, new: int, max_deletes: int) -> bool:
+    """A burst or a scan that would delete more than ``max_deletes`` assets is held."""
+    return pending + new > max_deletes

@@ -1,0 +1,86 @@
+"""The state database's schema, as an ordered list of migrations.
+
+Each migration is applied once, in its own ``BEGIN IMMEDIATE`` transaction, and bumps
+``PRAGMA user_version``; a database from any earlier release is carried forward without
+losing its library. Append new migrations; never edit a released one.
+
+Tables:
+
+* ``files``: every tracked file (folder, relpath) with the stat and hash it had when
+  last read, and the asset (content, tags) it stands for; ``problem`` when it cannot be
+  uploaded, so a bad file is not re-read by every scan.
+* ``assets``: one row per (content hash, tag set) syncd knows, with the remote
+  ``asset_id`` once uploaded. Reference counts are a query over ``files.asset_key``.
+* ``jobs``: the durable queue; ``state`` follows ``model.TRANSITIONS``.
+* ``folders``: per hot folder, the device its root was on and its health.
+* ``meta``: key/value facts (the API key rejected since, last upload, ...).
+"""
+
+from __future__ import annotations
+
+#: Marks a SQLite file as syncd's (``PRAGMA application_id``): 'sYnc'.
+APPLICATION_ID = 0x73596E63
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the first release
+    (
+        """CREATE TABLE files (
+            folder TEXT NOT NULL,
+            relpath TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            inode INTEGER NOT NULL,
+            dev INTEGER NOT NULL DEFAULT 0,
+            sha256 TEXT,
+            asset_key TEXT,
+            PRIMARY KEY (folder, relpath)
+        )""",
+        "CREATE INDEX files_asset ON files(asset_key)",
+        "CREATE INDEX files_inode ON files(inode)",
+        """CREATE TABLE assets (
+            key TEXT PRIMARY KEY,
+            sha256 TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            name TEXT NOT NULL,
+            asset_id TEXT,
+            remote_status TEXT,
+            uploaded_at REAL
+        )""",
+        "CREATE INDEX assets_asset_id ON assets(asset_id)",
+        """CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            folder TEXT NOT NULL,
+            relpath TEXT,
+            asset_key TEXT,
+            not_before REAL NOT NULL DEFAULT 0,
+            reason TEXT,
+            intent_at REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX jobs_due ON jobs(state, not_before)",
+        "CREATE INDEX jobs_path ON jobs(folder, relpath) WHERE kind = 'file'",
+        "CREATE INDEX jobs_asset ON jobs(asset_key) WHERE kind != 'file'",
+        """CREATE TABLE folders (
+            key TEXT PRIMARY KEY,
+            dev INTEGER,
+            health TEXT NOT NULL DEFAULT 'unknown',
+            reason TEXT,
+            last_scan REAL
+        )""",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)",
+    ),
+    # 2: bad files are remembered (no re-read per scan); adapted uploads are recorded;
+    #    a folder can be approved to mirror deletions from an empty root or a new device.
+    (
+        "ALTER TABLE files ADD COLUMN problem TEXT",
+        "ALTER TABLE assets ADD COLUMN adapted TEXT",
+        "ALTER TABLE folders ADD COLUMN approved INTEGER NOT NULL DEFAULT 0",
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,414 @@
+"""The state database: connections, the lock, migrations, and every job transition.
+
+SQLite in WAL mode with ``synchronous=FULL`` and a busy timeout; every write is one
+``BEGIN IMMEDIATE`` transaction, so an event, a claim or a job's outcome is either all on
+disk or not at all. Each thread gets its own connection. Only this module (and
+``ledger``, which builds on it) sees sqlite.
+
+Every job state change goes through :meth:`Store.move`, which checks the move against
+``model.TRANSITIONS`` and against the attempt that claimed the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from syncd.errors import (
+    InvalidTransition,
+    StaleAttempt,
+    StoreCorrupt,
+    StoreError,
+    StoreFull,
+    StoreLocked,
+)
+from syncd.model import (
+    CLAIMABLE,
+    INITIAL,
+    RECOVERY,
+    FileStat,
+    Job,
+    JobKind,
+    JobState,
+    TrackedFile,
+    allowed,
+)
+from syncd.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+
+BUSY_TIMEOUT_MS = 15_000
+Row = dict[str, Any]
+Conn = sqlite3.Connection
+
+
+def _translate(exc: sqlite3.Error) -> StoreError:
+    text = str(exc)
+    if "disk is full" in text or "database or disk is full" in text:
+        return StoreFull(f"state database: the disk is full ({text}); nothing was lost")
+    if "not a database" in text or "malformed" in text:
+        return StoreCorrupt(f"state database is damaged or not a database: {text}")
+    if "locked" in text or "busy" in text:
+        return StoreLocked(f"state database busy: {text}")
+    return StoreError(f"state database error: {text}")
+
+
+def row_to_job(row: Row) -> Job:
+    return Job(
+        id=row["id"],
+        kind=JobKind(row["kind"]),
+        state=JobState(row["state"]),
+        attempt=row["attempt"],
+        folder=row["folder"],
+        relpath=row["relpath"],
+        asset_key=row["asset_key"],
+        not_before=row["not_before"],
+        reason=row["reason"],
+        intent_at=row["intent_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        detail=json.loads(row["detail"] or "{}"),
+    )
+
+
+def row_to_file(row: Row) -> TrackedFile:
+    stat = FileStat(row["size"], row["mtime_ns"], row["inode"], row["dev"])
+    return TrackedFile(
+        row["folder"], row["relpath"], stat, row["sha256"], row["asset_key"], row.get("problem")
+    )
+
+
+class Store:
+    """One state database. ``Store.open`` takes the single-writer lock; readers don't."""
+
+    def __init__(
+        self, path: Path, *, clock: Callable[[], float] = time.time, readonly: bool = False
+    ) -> None:
+        self.path = path
+        self.clock = clock
+        self.readonly = readonly
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._lock_fd: int | None = None
+
+    # -- opening ---------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, path: Path, *, clock: Callable[[], float] = time.time, lock: bool = True
+    ) -> Store:
+        """Open (creating and migrating as needed); ``lock`` refuses a second daemon."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(path, clock=clock)
+        if lock:
+            store._take_lock()
+        try:
+            store._check_identity()
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Store:
+        """For ``status``: never creates, migrates or locks anything."""
+        if not path.exists():
+            raise StoreError(f"no state database at {path} (has syncd run yet?)")
+        store = cls(path, readonly=True)
+        store._check_identity()
+        return store
+
+    def _take_lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLocked(
+                f"another syncd is already using {self.path} (lock {lock_path}); "
+                "stop it first, or give this one its own [state] path"
+            ) from None
+        self._lock_fd = fd
+
+    def _check_identity(self) -> None:
+        """Refuse a file that is not ours (never overwrite it)."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        try:
+            # A read-only look of its own: opening for writing would switch the file to WAL.
+            with contextlib.closing(
+                sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            ) as conn:
+                app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+                tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorrupt(
+                f"{self.path} is not a usable SQLite database ({exc}); it was left "
+                "untouched: move it aside to start afresh, or restore a backup"
+            ) from None
+        if app_id != APPLICATION_ID and (app_id != 0 or tables):
+            raise StoreCorrupt(
+                f"{self.path} is not a syncd state database (application_id {app_id:#x}); "
+                "it was left untouched: point [state] path at another file"
+            )
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            uri = f"file:{self.path}?mode=ro" if self.readonly else f"file:{self.path}"
+            conn = sqlite3.connect(
+                uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if not self.readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def db(self) -> sqlite_utils.Database:
+        return sqlite_utils.Database(self.conn(), execute_plugins=False, recursive_triggers=False)
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._conns:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- transactions ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction; sqlite errors leave as StoreError."""
+        conn = self.conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc) from None
+            raise
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            return [dict(r) for r in self.conn().execute(sql, params).fetchall()]
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+
+    def migrate(self) -> int:
+        """Bring the schema to :data:`SCHEMA_VERSION`; returns the version found."""
+        found = int(self.conn().execute("PRAGMA user_version").fetchone()[0])
+        if found > SCHEMA_VERSION:
+            raise StoreCorrupt(
+                f"{self.path} has schema {found}, newer than this syncd ({SCHEMA_VERSION}); "
+                "upgrade syncd"
+            )
+        for version in range(found, SCHEMA_VERSION):
+            with self.write() as conn:
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={version + 1}")
+        return found
+
+    def schema_version(self) -> int:
+        return int(self.conn().execute("PRAGMA user_version").fetchone()[0])
+
+    # -- the state machine -----------------------------------------------------------
+
+    def move(self, conn: sqlite3.Connection, job: Job, to: JobState, **fields: Any) -> Job:
+        """The one place a job changes state; inside the caller's transaction."""
+        if not allowed(job.kind, job.state, to):
+            raise InvalidTransition(f"{job.kind} job {job.id}: {job.state} -> {to} is not allowed")
+        now = self.clock()
+        values: dict[str, Any] = {"state": str(to), "updated_at": now, **fields}
+        if "detail" in values and not isinstance(values["detail"], str):
+            values["detail"] = json.dumps(values["detail"])
+        sets = ", ".join(f"{k} = ?" for k in values)
+        cur = conn.execute(
+            f"UPDATE jobs SET {sets} WHERE id = ? AND state = ? AND attempt = ?",  # noqa: S608
+            [*values.values(), job.id, str(job.state), job.attempt],
+        )
+        if cur.rowcount != 1:
+            raise StaleAttempt(
+                f"{job.kind} job {job.id} attempt {job.attempt} is no longer {job.state}"
+            )
+        attempt = values.get("attempt", job.attempt)
+        return Job(**{**_job_fields(job), "state": to, "attempt": attempt, "updated_at": now})
+
+    def transition(self, job: Job, to: JobState, **fields: Any) -> Job:
+        """Move one job in a transaction of its own."""
+        with self.write() as conn:
+            return self.move(conn, job, to, **fields)
+
+    def new_job(
+        self,
+        conn: sqlite3.Connection,
+        kind: JobKind,
+        folder: str,
+        *,
+        relpath: str | None = None,
+        asset_key: str | None = None,
+        not_before: float = 0.0,
+        state: JobState | None = None,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """Insert a job in its kind's initial state (or ``held`` for a delete)."""
+        start = INITIAL[kind] if state is None else state
+        if start != INITIAL[kind] and not allowed(kind, INITIAL[kind], start):
+            raise InvalidTransition(f"a {kind} job cannot start as {start}")
+        now = self.clock()
+        cur = conn.execute(
+            "INSERT INTO jobs (kind, state, attempt, folder, relpath, asset_key, not_before,"
+            " reason, created_at, updated_at, detail) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (str(kind), str(start), folder, relpath, asset_key, not_before, reason, now, now,
+             json.dumps(detail or {})),
+        )
+        return int(cur.lastrowid or 0)
+
+    def jobs_where(self, conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[Job]:
+        rows = conn.execute(f"SELECT * FROM jobs WHERE {where}", params).fetchall()  # noqa: S608
+        return [row_to_job(dict(r)) for r in rows]
+
+    def claim(self, kinds: Sequence[JobKind], now: float | None = None) -> Job | None:
+        """Take the next due job of these kinds: its in-flight state, ``attempt + 1``."""
+        now = self.clock() if now is None else now
+        pairs = " OR ".join("(kind = ? AND state = ?)" for _ in kinds)
+        params: list[Any] = [v for k in kinds for v in (str(k), str(CLAIMABLE[k]))]
+        with self.write() as conn:
+            jobs = self.jobs_where(
+                conn, f"({pairs}) AND not_before <= ? ORDER BY not_before, id LIMIT 1",
+                [*params, now],
+            )
+            if not jobs:
+                return None
+            job = jobs[0]
+            to = {JobKind.FILE: JobState.HASHING, JobKind.UPLOAD: JobState.UPLOADING,
+                  JobKind.DELETE: JobState.DELETING}[job.kind]
+            fields: dict[str, Any] = {"attempt": job.attempt + 1}
+            if job.kind is JobKind.UPLOAD:
+                # The intent: from here a POST may go out; a later attempt reconciles first.
+                fields["intent_at"] = job.intent_at or now
+            claimed = self.move(conn, job, to, **fields)
+        return Job(**{**_job_fields(claimed), "intent_at": fields.get("intent_at", job.intent_at)})
+
+    def next_due(self, kinds: Sequence[JobKind]) -> float | None:
+        """When the earliest claimable job of these kinds becomes due."""
+        pairs = " OR ".join("(kind = ? AND state = ?)" for _ in kinds)
+        params = [v for k in kinds for v in (str(k), str(CLAIMABLE[k]))]
+        rows = self.query(f"SELECT min(not_before) AS t FROM jobs WHERE {pairs}", params)  # noqa: S608
+        value = rows[0]["t"] if rows else None
+        return float(value) if value is not None else None
+
+    def recover(self) -> int:
+        """After a crash: in-flight jobs fall back to where they can be claimed again."""
+        with self.write() as conn:
+            states = [str(s) for s in RECOVERY]
+            marks = ",".join("?" * len(states))
+            jobs = self.jobs_where(conn, f"state IN ({marks})", states)
+            for job in jobs:
+                self.move(conn, job, RECOVERY[job.state], reason="interrupted; resumed")
+        return len(jobs)
+
+    # -- tracked files ---------------------------------------------------------------
+
+    def get_file(self, folder: str, relpath: str) -> TrackedFile | None:
+        rows = self.query(
+            "SELECT * FROM files WHERE folder = ? AND relpath = ?", (folder, relpath)
+        )
+        return row_to_file(rows[0]) if rows else None
+
+    def iter_tracked(self, folder: str, prefix: str = "") -> Iterator[TrackedFile]:
+        """Tracked files of a folder (or below ``prefix/``) in relpath order, streamed.
+
+        Runs on a connection of its own, inside one read transaction: a consistent
+        snapshot while the scan writes elsewhere.
+        """
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("BEGIN")
+            if prefix:
+                lo, hi = prefix + "/", prefix + "0"
+                cur = conn.execute(
+                    "SELECT * FROM files WHERE folder = ? AND relpath >= ? AND relpath < ?"
+                    " ORDER BY relpath",
+                    (folder, lo, hi),
+                )
+            else:
+                cur = conn.execute(
+                    "SELECT * FROM files WHERE folder = ? ORDER BY relpath", (folder,)
+                )
+            while rows := cur.fetchmany(1000):
+                yield from (row_to_file(dict(r)) for r in rows)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+        finally:
+            conn.close()
+
+    def find_moved(self, folder: str, stat: FileStat) -> TrackedFile | None:
+        """A tracked file with this inode, size and mtime: a candidate for a move."""
+        rows = self.query(
+            "SELECT * FROM files WHERE inode = ? AND folder = ? AND size = ? AND mtime_ns = ?"
+            " AND sha256 IS NOT NULL LIMIT 5",
+            (stat.inode, folder, stat.size, stat.mtime_ns),
+        )
+        return next((row_to_file(r) for r in rows if r["dev"] in (0, stat.dev)), None)
+
+    def tracked_count(self, folder: str) -> int:
+        return int(self.query("SELECT count(*) AS n FROM files WHERE folder = ?", (folder,))[0]["n"])
+
+    # -- meta and folders ------------------------------------------------------------
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        with self.write() as conn:
+            if value is None:
+                conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def folder_row(self, key: str) -> Row | None:
+        rows = self.query("SELECT * FROM folders WHERE key = ?", (key,))
+        return rows[0] if rows else None
+
+    def set_folder(self, key: str, **fields: Any) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO folders (key) VALUES (?)", (key,))
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            conn.execute(f"UPDATE folders SET {sets} WHERE key = ?", [*fields.values(), key])  # noqa: S608
+
+
+def _job_fields(job: Job) -> dict[str, Any]:
+    return {f: getattr(job, f) for f in Job.__dataclass_fields__}

@@ -1,0 +1,200 @@
+"""What a path means: its tags, its asset name, and whether syncd looks at it at all.
+
+Pure string work on relpaths (always ``/``-separated, relative to the folder root); no
+file system calls, so the scanner, the watcher and the planner all agree by construction.
+
+Matching rules (the ``include``/``exclude`` globs and the built-in ignores):
+
+* Names are compared after Unicode NFC normalisation and lower-casing, so ``IMG.JPG``
+  matches ``*.jpg`` and a name written in NFD by a Mac client matches a pattern typed
+  in NFC.
+* A glob without ``/`` matches the file or folder *name* at any depth (``*.psd``,
+  ``raw``). A glob with a ``/`` inside matches the whole relpath (``clients/old/*``); a
+  leading ``/`` is dropped, and ``*`` may cross ``/``.
+* ``exclude`` globs apply to folders too, like ``.gitignore``: ``raw`` excludes files and
+  folders named ``raw``, ``raw/`` (a trailing slash) only folders. Nothing below an
+  excluded folder is scanned or watched.
+* ``include`` applies to files only; an empty ``include`` lets every file through that
+  nothing else ignores.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+#: Hidden names (a leading ``.``) are ignored separately, at any depth.
+BUILTIN_FILE_GLOBS: tuple[str, ...] = (
+    # temporary and partial files: never upload half a file
+    "*.tmp",
+    "*.temp",
+    "*.part",
+    "*.partial",
+    "*.crdownload",
+    "*.download",
+    "~*",
+    ".~lock*",
+    "*.swp",
+    # studio and NAS debris
+    "thumbs.db",
+    "desktop.ini",
+    ".ds_store",
+    "*.xmp",
+)
+
+BUILTIN_DIR_GLOBS: tuple[str, ...] = (
+    "@eadir",
+    "captureone",
+    "#recycle",
+    "#snapshot",
+    "$recycle.bin",
+    "system volume information",
+    "lost+found",
+    ".trash-*",
+)
+
+
+def _norm(text: str) -> str:
+    return unicodedata.normalize("NFC", text).lower()
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def folder_tags(relpath: str, configured: Sequence[str]) -> tuple[str, ...]:
+    """Configured tags, then each folder between the root and the file, first one wins.
+
+    Tags are NFC-normalised so a folder named on a Mac (NFD) and on Linux (NFC) tags
+    alike, and the asset identity does not depend on which machine made the folder.
+    """
+    seen: dict[str, None] = {}
+    for tag in (*configured, *relpath.split("/")[:-1]):
+        normal = _nfc(tag)
+        if normal:
+            seen.setdefault(normal, None)
+    return tuple(seen)
+
+
+def asset_name(relpath: str) -> str:
+    """The file name without its last extension: ``a/b/c.jpg`` names the asset ``c``."""
+    name = posixpath.basename(relpath)
+    return _nfc(posixpath.splitext(name)[0])
+
+
+def is_storable(relpath: str) -> bool:
+    """Whether the path is valid UTF-8; names with undecodable bytes cannot be stored."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(relpath: str) -> str:
+    """A path safe to log: undecodable bytes appear as ``\\xNN`` escapes."""
+    return relpath.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True, slots=True)
+class _Globs:
+    """One compiled set of globs: some match the name, some the whole relpath."""
+
+    by_name: re.Pattern[str] | None
+    by_path: re.Pattern[str] | None
+
+    @classmethod
+    def compile(cls, globs: Sequence[str]) -> _Globs:
+        names = [g for g in globs if "/" not in g]
+        paths = [g.lstrip("/") for g in globs if "/" in g]
+        return cls(_union(names), _union(paths))
+
+    def match(self, name: str, relpath: str) -> bool:
+        if self.by_name is not None and self.by_name.match(name):
+            return True
+        return self.by_path is not None and self.by_path.match(relpath) is not None
+
+
+def _union(globs: Sequence[str]) -> re.Pattern[str] | None:
+    if not globs:
+        return None
+    return re.compile("|".join(fnmatch.translate(_norm(g)) for g in globs))
+
+
+def _split_excludes(exclude: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Excludes for files (no trailing ``/``) and for folders (all of them)."""
+    files: list[str] = []
+    dirs: list[str] = []
+    for raw in exclude:
+        glob = raw.strip()
+        if not glob.strip("/"):
+            continue
+        if glob.endswith("/"):
+            dirs.append(glob.rstrip("/"))
+        else:
+            files.append(glob)
+            dirs.append(glob)
+    return files, dirs
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Which files and folders of a hot folder syncd ignores (see the module docstring).
+
+    ``parents_checked=True`` tells a caller that walks the tree top-down (and so has
+    already refused every ignored parent) that only the last component needs a look.
+    """
+
+    include: Sequence[str] = ("*.jpg", "*.jpeg", "*.png", "*.webp")
+    exclude: Sequence[str] = ()
+    _include: _Globs | None = field(init=False, repr=False, compare=False)
+    _exclude_files: _Globs = field(init=False, repr=False, compare=False)
+    _exclude_dirs: _Globs = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        include = tuple(g.strip() for g in self.include if g.strip())
+        exclude = tuple(self.exclude)
+        file_excludes, dir_excludes = _split_excludes(exclude)
+        object.__setattr__(self, "include", include)
+        object.__setattr__(self, "exclude", exclude)
+        object.__setattr__(self, "_include", _Globs.compile(include) if include else None)
+        object.__setattr__(
+            self, "_exclude_files", _Globs.compile([*BUILTIN_FILE_GLOBS, *file_excludes])
+        )
+        object.__setattr__(
+            self, "_exclude_dirs", _Globs.compile([*BUILTIN_DIR_GLOBS, *dir_excludes])
+        )
+
+    def ignores_file(self, relpath: str, *, parents_checked: bool = False) -> bool:
+        """Whether the file at ``relpath`` is left alone (by its name or its folders)."""
+        head, _, name = relpath.rpartition("/")
+        if not parents_checked and head and self.ignores_dir(head):
+            return True
+        norm_name = _norm(name)
+        if not norm_name or norm_name.startswith("."):
+            return True
+        norm_path = _norm(relpath)
+        if self._exclude_files.match(norm_name, norm_path):
+            return True
+        return self._include is not None and not self._include.match(norm_name, norm_path)
+
+    def ignores_dir(self, relpath: str, *, parents_checked: bool = False) -> bool:
+        """Whether the folder at ``relpath`` (or one above it) is never scanned nor watched."""
+        if not relpath:
+            return False
+        parts = relpath.split("/")
+        first = len(parts) - 1 if parents_checked else 0
+        for depth in range(first, len(parts)):
+            if self._dir_name_ignored(parts[depth], "/".join(parts[: depth + 1])):
+                return True
+        return False
+
+    def _dir_name_ignored(self, name: str, relpath: str) -> bool:
+        norm_name = _norm(name)
+        if not norm_name or norm_name.startswith("."):
+            return True
+        return self._exclude_dirs.match(norm_name, _norm(relpath))

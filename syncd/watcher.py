@@ -1,0 +1,429 @@
+"""Filesystem hints for one hot folder: watchdog events in, :class:`FsEvent` out.
+
+The watcher only *records*; the store and the planner decide. Three things matter more
+than any single event:
+
+* The handler never raises. An exception inside a watchdog handler ends the observer's
+  thread and every later event with it, so each failure is logged and turned into a
+  ``RESCAN`` (the folder is compared with the store instead).
+* A root that goes away is one ``ROOT_GONE``, never a stream of per-file deletions: an
+  unmounted disk or a share outage must not read as "the user deleted everything".
+  Once it is sent the watcher stays silent and :meth:`FolderWatcher.alive` turns false.
+* Lost events are said out loud: an inotify queue overflow or the inotify watch limit
+  give ``RESCAN``; hitting the limit at start falls back to polling for that folder.
+
+No watch is placed inside an ignored folder (``@eaDir``, hidden folders, excludes): on
+Linux the inotify emitter is handed a guarded view of its inotify instance that refuses
+those paths. Directory events stand for their subtree: a folder created or moved in
+arrives as ``CREATED`` with ``is_dir=True`` (scan it; its files may or may not have
+their own events), a folder moved within the root as ``MOVED`` with ``is_dir=True``.
+
+Starting blocks while watchdog sets up: inotify walks the tree to place its watches,
+polling takes a first snapshot of it (both in the caller's thread).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from watchdog.events import (
+    EVENT_TYPE_ATTRIB,
+    EVENT_TYPE_CLOSED,
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_MOVED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.polling import PollingObserverVFS
+
+from syncd.model import EventKind, FsEvent
+from syncd.tags import Rules, is_storable, printable
+
+log = structlog.get_logger(__name__)
+
+Sink = Callable[[FsEvent], None]
+Mode = Literal["inotify", "polling"]
+
+_JOIN_SECONDS = 5.0
+_LIMIT_ERRNOS = frozenset({errno.ENOSPC, errno.EMFILE})
+
+
+class _RescanEvent(FileSystemEvent):
+    """Put into the observer's own queue so the sink is only ever called by one thread."""
+
+    event_type = "rescan"
+
+
+class _Paths:
+    """Absolute paths to relpaths, and whether the root is still the one we started on."""
+
+    def __init__(self, root: Path, rules: Rules) -> None:
+        self.root_path = Path(root).absolute()
+        self.root = str(self.root_path)
+        self.rules = rules
+        self.identity: tuple[int, int] | None = None
+
+    def rel(self, path: bytes | str) -> str | None:
+        text = os.fsdecode(path)
+        if text == self.root:
+            return ""
+        if text.startswith(self.root + os.sep):
+            return text[len(self.root) + 1 :].replace(os.sep, "/")
+        return None
+
+    def skips(self, relpath: str, *, is_dir: bool, parents_checked: bool = False) -> bool:
+        """Ignored by the rules, or a name that could not be stored anyway."""
+        if not is_storable(relpath):
+            return True
+        if is_dir:
+            return self.rules.ignores_dir(relpath, parents_checked=parents_checked)
+        return self.rules.ignores_file(relpath, parents_checked=parents_checked)
+
+    def root_intact(self) -> bool:
+        try:
+            st = self.root_path.stat()
+        except OSError:
+            return False
+        return stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) == self.identity
+
+
+class _Handler(FileSystemEventHandler):
+    """Turns watchdog events into FsEvents; swallows every failure as a RESCAN."""
+
+    def __init__(self, folder: str, paths: _Paths, sink: Sink) -> None:
+        self.folder = folder
+        self.paths = paths
+        self.sink = sink
+        self.gone = False
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            for fs_event in self._translate(event):
+                self.sink(fs_event)
+        except Exception:  # a raising handler would kill the observer thread
+            log.exception("watcher.handler_failed", folder=self.folder, event=repr(event))
+            self._rescue()
+
+    def _rescue(self) -> None:
+        try:
+            self.sink(FsEvent(self.folder, EventKind.RESCAN))
+        except Exception:  # same reason; the daemon's periodic scan catches up
+            log.exception("watcher.rescan_failed", folder=self.folder)
+
+    def _translate(self, event: FileSystemEvent) -> list[FsEvent]:
+        if self.gone:
+            return []
+        if isinstance(event, _RescanEvent):
+            return [FsEvent(self.folder, EventKind.RESCAN)]
+        src = self.paths.rel(event.src_path)
+        if src is None:
+            return []
+        kind = event.event_type
+        if kind in (EVENT_TYPE_DELETED, EVENT_TYPE_MOVED) and (
+            src == "" or not self.paths.root_intact()
+        ):
+            return self._root_gone()
+        if kind == EVENT_TYPE_MOVED:
+            return self._moved(src, self.paths.rel(event.dest_path), is_dir=event.is_directory)
+        return self._simple(kind, src, is_dir=event.is_directory)
+
+    def _root_gone(self) -> list[FsEvent]:
+        self.gone = True
+        log.warning("watcher.root_gone", folder=self.folder)
+        return [FsEvent(self.folder, EventKind.ROOT_GONE)]
+
+    def _simple(self, kind: str, src: str, *, is_dir: bool) -> list[FsEvent]:
+        if not src or self.paths.skips(src, is_dir=is_dir):
+            return []
+        if kind == EVENT_TYPE_CREATED:
+            return [FsEvent(self.folder, EventKind.CREATED, src, is_dir=is_dir)]
+        if kind == EVENT_TYPE_DELETED:
+            return [FsEvent(self.folder, EventKind.DELETED, src, is_dir=is_dir)]
+        # A file's content or metadata changed, or a writer closed it ("settled, maybe").
+        # Folder "modified" events only echo changes of their entries: dropped.
+        if not is_dir and kind in (EVENT_TYPE_MODIFIED, EVENT_TYPE_ATTRIB, EVENT_TYPE_CLOSED):
+            return [FsEvent(self.folder, EventKind.MODIFIED, src)]
+        return []
+
+    def _moved(self, src: str, dest: str | None, *, is_dir: bool) -> list[FsEvent]:
+        """A rename; a side that is ignored or outside turns it into a create or a delete."""
+        if dest is None or not dest:
+            return self._simple(EVENT_TYPE_DELETED, src, is_dir=is_dir)
+        if self.paths.skips(dest, is_dir=is_dir):
+            return self._simple(EVENT_TYPE_DELETED, src, is_dir=is_dir)
+        # An ignored source (x.jpg.tmp renamed to x.jpg) still arrives as MOVED: the store
+        # does not know the source, and a move from an unknown path is a create.
+        return [FsEvent(self.folder, EventKind.MOVED, src, dest_relpath=dest, is_dir=is_dir)]
+
+
+class _Guard:
+    """Decides where inotify watches may go, counts them, and reports lost events."""
+
+    def __init__(
+        self, paths: _Paths, max_watches: int | None, trouble: Callable[[str], None]
+    ) -> None:
+        self.paths = paths
+        self.max_watches = max_watches
+        self.trouble = trouble
+        self.limit_hit = False
+        self._watches: set[int] = set()
+        self._lock = threading.Lock()
+
+    def admit(self, path: bytes) -> None:
+        """Raise OSError for a path that gets no watch (watchdog then goes on without it)."""
+        rel = self.paths.rel(path)
+        if rel and self.paths.skips(rel, is_dir=True):
+            raise OSError(errno.EPERM, "ignored folder: not watched", os.fsdecode(path))
+        with self._lock:
+            full = self.max_watches is not None and len(self._watches) >= self.max_watches
+        if full:
+            self.reached_limit(path)
+            raise OSError(errno.ENOSPC, "watch budget of this folder reached", os.fsdecode(path))
+
+    def added(self, wd: int) -> None:
+        with self._lock:
+            self._watches.add(wd)
+
+    def removed(self, wd: int) -> None:
+        with self._lock:
+            self._watches.discard(wd)
+
+    def reached_limit(self, path: bytes) -> None:
+        if not self.limit_hit:
+            self.limit_hit = True
+            log.warning(
+                "watcher.watch_limit",
+                path=printable(os.fsdecode(path)),
+                hint="raise fs.inotify.max_user_watches, or set polling = true for this folder",
+            )
+            self.trouble("watch limit")
+
+    def overflowed(self) -> None:
+        log.warning("watcher.queue_overflow", root=self.paths.root)
+        self.trouble("inotify queue overflow")
+
+
+class _Tap:
+    """Sits between watchdog's inotify reader and one watch group, to hear overflows."""
+
+    def __init__(self, group: Any, guard: _Guard) -> None:
+        self._group = group
+        self._guard = guard
+
+    def on_event(self, event: Any) -> None:
+        self._group.on_event(event)
+
+    def on_watch_deleted(self, wd: int) -> None:
+        self._guard.removed(wd)
+        self._group.on_watch_deleted(wd)
+
+    def on_queue_overflow(self) -> None:
+        self._guard.overflowed()
+        self._group.on_queue_overflow()
+
+
+class _GuardedFD:
+    """What the inotify emitter takes for its inotify instance: the real one, guarded."""
+
+    def __init__(self, fd: Any, guard: _Guard) -> None:
+        self._fd = fd
+        self._guard = guard
+        self._taps: dict[int, _Tap] = {}
+
+    def add_callback(self, path: bytes, mask: int, callback: Any, id_: int) -> int:
+        self._guard.admit(path)
+        tap = self._taps.setdefault(id_, _Tap(callback, self._guard))
+        try:
+            wd: int = self._fd.add_callback(path, mask, tap, id_)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                self._guard.reached_limit(path)
+            raise
+        self._guard.added(wd)
+        return wd
+
+    def remove_callbacks(self, callbacks: list[tuple[int, int]]) -> None:
+        self._fd.remove_callbacks(callbacks)
+        for wd, _ in callbacks:
+            self._guard.removed(wd)
+
+
+def _inotify_observer(guard: _Guard) -> BaseObserver:
+    """An inotify observer with its own inotify instance, seen through the guard."""
+    from watchdog.observers.inotify import InotifyEmitter  # noqa: PLC0415 - Linux only
+    from watchdog.observers.inotify_c import InotifyFD  # noqa: PLC0415 - Linux only
+
+    class _InotifyObserver(BaseObserver):
+        def __init__(self) -> None:
+            self.inotify_fd = InotifyFD()
+            self.inotify_fd.start()
+            guarded = _GuardedFD(self.inotify_fd, guard)
+            super().__init__(InotifyEmitter, inotify_fd=guarded)
+
+        def on_thread_stop(self) -> None:
+            super().on_thread_stop()
+            self.inotify_fd.stop()
+            if self.inotify_fd.is_alive():
+                self.inotify_fd.join()
+
+    return _InotifyObserver()
+
+
+def _polling_observer(paths: _Paths, interval: float) -> BaseObserver:
+    """A polling observer whose snapshots skip ignored names and never follow symlinks."""
+
+    def stat_entry(path: str) -> os.stat_result:
+        if path == paths.root:
+            return paths.root_path.stat()
+        return os.lstat(path)
+
+    def listdir(path: str | None) -> Iterator[os.DirEntry[str]]:
+        base = paths.rel(path or paths.root) or ""
+        with os.scandir(path) as entries:
+            for entry in entries:
+                rel = f"{base}/{entry.name}" if base else entry.name
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if not paths.skips(rel, is_dir=is_dir, parents_checked=True):
+                    yield entry
+
+    return PollingObserverVFS(stat_entry, listdir, polling_interval=interval)
+
+
+class FolderWatcher:
+    """One observer (and its few threads) for one hot folder; see the module docstring.
+
+    ``max_watches`` caps the inotify watches this folder may take, so one huge tree
+    falls back to polling instead of starving the other folders of the system's pool.
+    """
+
+    def __init__(
+        self,
+        folder_key: str,
+        root: Path,
+        rules: Rules,
+        sink: Sink,
+        *,
+        polling: bool = False,
+        poll_interval: float = 5.0,
+        max_watches: int | None = None,
+    ) -> None:
+        self.folder_key = folder_key
+        self._paths = _Paths(root, rules)
+        self._sink = sink
+        self._polling = polling or sys.platform != "linux"
+        self._poll_interval = poll_interval
+        self._max_watches = max_watches
+        self._observer: BaseObserver | None = None
+        self._watch: ObservedWatch | None = None
+        self._handler = _Handler(folder_key, self._paths, sink)
+        self._guard = _Guard(self._paths, max_watches, self._trouble)
+        self._mode: Mode = "polling" if self._polling else "inotify"
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    def start(self) -> bool:
+        """Watch the folder; False when its root is missing or cannot be watched (retry later)."""
+        if self._observer is not None:
+            return True
+        try:
+            st = self._paths.root_path.stat()
+        except OSError as exc:
+            log.warning("watcher.root_unavailable", folder=self.folder_key, error=exc.strerror)
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            log.warning("watcher.root_not_a_directory", folder=self.folder_key)
+            return False
+        self._paths.identity = (st.st_dev, st.st_ino)
+        self._handler.gone = False
+        if self._polling:
+            return self._launch(lambda: _polling_observer(self._paths, self._poll_interval))
+        return self._start_inotify()
+
+    def _start_inotify(self) -> bool:
+        self._guard = _Guard(self._paths, self._max_watches, self._trouble)
+        try:
+            started = self._launch(lambda: _inotify_observer(self._guard), fallible=True)
+        except OSError as exc:
+            return self._fall_back(exc.strerror or str(exc))
+        if started and self._guard.limit_hit:
+            self.stop()
+            return self._fall_back("inotify watch limit reached")
+        return started
+
+    def _fall_back(self, reason: str) -> bool:
+        log.warning(
+            "watcher.polling_fallback",
+            folder=self.folder_key,
+            reason=reason,
+            hint="raise fs.inotify.max_user_watches / max_user_instances",
+        )
+        self._mode = "polling"
+        started = self._launch(lambda: _polling_observer(self._paths, self._poll_interval))
+        if started:
+            self._trouble("fell back to polling")
+        return started
+
+    def _launch(self, build: Callable[[], BaseObserver], *, fallible: bool = False) -> bool:
+        """Build, schedule and start an observer; limit errors re-raise when ``fallible``."""
+        observer: BaseObserver | None = None
+        try:
+            observer = build()
+            self._watch = observer.schedule(self._handler, self._paths.root, recursive=True)
+            self._observer = observer
+            observer.start()
+        except OSError as exc:
+            self._observer = None
+            _halt(observer)
+            if fallible and exc.errno in _LIMIT_ERRNOS:
+                raise
+            log.warning("watcher.start_failed", folder=self.folder_key, error=exc.strerror)
+            return False
+        log.info("watcher.started", folder=self.folder_key, mode=self._mode)
+        return True
+
+    def _trouble(self, reason: str) -> None:
+        """Events may have been lost: queue a RESCAN behind whatever is already queued."""
+        observer, watch = self._observer, self._watch
+        if observer is None or watch is None:
+            return
+        log.info("watcher.rescan_needed", folder=self.folder_key, reason=reason)
+        observer.event_queue.put((_RescanEvent(self._paths.root), watch))
+
+    def stop(self) -> None:
+        """Stop the observer and wait for its threads; safe to call more than once."""
+        observer, self._observer = self._observer, None
+        _halt(observer)
+
+    def alive(self) -> bool:
+        """Whether events still flow: threads running, root the same, nothing given up."""
+        observer = self._observer
+        if observer is None or self._handler.gone:
+            return False
+        if self._mode == "inotify" and self._guard.limit_hit:
+            return False
+        if not observer.is_alive() or not all(e.is_alive() for e in list(observer.emitters)):
+            return False
+        return self._paths.root_intact()
+
+
+def _halt(observer: BaseObserver | None) -> None:
+    if observer is None:
+        return
+    observer.stop()
+    if observer.is_alive():
+        observer.join(_JOIN_SECONDS)
+        if observer.is_alive():
+            log.warning("watcher.stop_timeout", seconds=_JOIN_SECONDS)

@@ -1,0 +1,82 @@
+"""Helpers shared by the test trees: images, configs, waiting with a deadline."""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from PIL import Image
+
+T = TypeVar("T")
+
+
+def image_bytes(seed: int, fmt: str = "JPEG", size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small, valid image whose bytes differ for every seed."""
+    rng = random.Random(seed)
+    img = Image.new("RGB", size, (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    for _ in range(20):
+        img.putpixel((rng.randrange(size[0]), rng.randrange(size[1])),
+                     (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    out = io.BytesIO()
+    img.save(out, fmt)
+    return out.getvalue()
+
+
+def write_image(path: Path, seed: int, fmt: str = "JPEG") -> bytes:
+    """Write an image atomically (temp name, then rename), as a careful tool would."""
+    data = image_bytes(seed, fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(data)
+    tmp.rename(path)
+    return data
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.05,
+               message: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
+
+
+def toml_list(items: Sequence[str]) -> str:
+    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+
+def config_text(
+    base_url: str,
+    folders: Sequence[Path],
+    state: Path,
+    *,
+    api_key: str = "test-key",
+    tags: Sequence[str] = ("studio",),
+    settle: float = 0.2,
+    grace: float = 0.0,
+    max_deletes: int = 50,
+    extra_api: str = "",
+    extra_folder: str = "",
+    concurrency: int = 2,
+) -> str:
+    """A complete syncd config for tests, with short settle and grace times."""
+    text = (
+        f'[api]\nbase_url = "{base_url}"\napi_key = "{api_key}"\ntimeout_seconds = 5\n'
+        f"concurrency = {concurrency}\n{extra_api}\n"
+        f'[state]\npath = "{state}"\n\n[log]\nlevel = "debug"\nformat = "json"\n'
+    )
+    for folder in folders:
+        text += (
+            f'\n[[folders]]\npath = "{folder}"\ntags = {toml_list(tags)}\n'
+            f"settle_seconds = {settle}\ndelete_grace_seconds = {grace}\n"
+            f"max_deletes = {max_deletes}\n{extra_folder}\n"
+        )
+    return text

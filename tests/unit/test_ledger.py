@@ -1,0 +1,193 @@
+"""The ledger's transactions: linking, deduplication, releases, grace, holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from syncd.config import FolderConfig
+from syncd.ledger import Ledger
+from syncd.model import FileStat, FsEvent, EventKind, Job, JobKind, JobState, RemoteAsset
+from syncd.store import Store
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+ROOT = "/hot"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    store = Store.open(tmp_path / "state.db", clock=Clock())
+    folder = FolderConfig(path=Path(ROOT), max_deletes=3, delete_grace_seconds=30)
+    yield Ledger(store, {ROOT: folder})
+    store.close()
+
+
+def stat(inode: int = 1, size: int = 10) -> FileStat:
+    return FileStat(size=size, mtime_ns=5, inode=inode, dev=1)
+
+
+def claim(ledger: Ledger, kind: JobKind, later: float = 0.0) -> Job:
+    job = ledger.store.claim([kind], now=ledger.store.clock() + later)
+    assert job is not None, f"no {kind} job due"
+    return job
+
+
+def link(ledger: Ledger, relpath: str, sha: str, tags: tuple[str, ...] = ("t",), inode: int = 1):
+    ledger.enqueue_paths(ROOT, [relpath])
+    job = claim(ledger, JobKind.FILE, later=5)
+    return ledger.file_linked(job, stat(inode), sha, tags, relpath.rsplit(".", 1)[0])
+
+
+def upload(ledger: Ledger, asset_id: str) -> None:
+    job = claim(ledger, JobKind.UPLOAD)
+    ledger.upload_done(job, RemoteAsset(asset_id, "n", "processing", ("t",), "2026-01-01"))
+
+
+def gone(ledger: Ledger, relpath: str) -> None:
+    ledger.enqueue_paths(ROOT, [relpath])
+    ledger.file_gone(claim(ledger, JobKind.FILE, later=5))
+
+
+def states(ledger: Ledger, kind: JobKind) -> list[str]:
+    rows = ledger.store.query("SELECT state FROM jobs WHERE kind = ? ORDER BY id", (str(kind),))
+    return [r["state"] for r in rows]
+
+
+def test_a_new_file_queues_one_upload_and_a_copy_queues_none(ledger: Ledger) -> None:
+    """Same content and tags at a second path is recorded against the same asset."""
+    assert link(ledger, "a.jpg", SHA_A).queued_upload
+    assert not link(ledger, "copy.jpg", SHA_A, inode=2).queued_upload
+    assert states(ledger, JobKind.UPLOAD) == ["pending"]
+
+
+def test_same_content_with_other_tags_is_another_asset(ledger: Ledger) -> None:
+    """An asset is a (content, tag set) pair."""
+    link(ledger, "a.jpg", SHA_A, ("x",))
+    assert link(ledger, "b.jpg", SHA_A, ("y",), inode=2).queued_upload
+
+
+def test_events_coalesce_into_one_pending_job_per_path(ledger: Ledger) -> None:
+    """A burst of events on one path leaves one pending job, due after the last one settles."""
+    events = [FsEvent(ROOT, EventKind.MODIFIED, "a.jpg") for _ in range(50)]
+    ledger.record_events(events)
+    assert states(ledger, JobKind.FILE) == ["pending"]
+
+
+def test_a_move_event_carries_the_record_without_rehashing(ledger: Ledger) -> None:
+    """The tracked record follows a rename, keeping its hash."""
+    link(ledger, "a.jpg", SHA_A)
+    ledger.record_events([FsEvent(ROOT, EventKind.MOVED, "a.jpg", "b.jpg")])
+    moved = ledger.store.get_file(ROOT, "b.jpg")
+    assert moved is not None and moved.sha256 == SHA_A
+    assert ledger.store.get_file(ROOT, "a.jpg") is None
+
+
+def test_last_file_gone_schedules_a_delete_after_the_grace(ledger: Ledger) -> None:
+    """A release waits delete_grace_seconds before it can be claimed."""
+    link(ledger, "a.jpg", SHA_A)
+    upload(ledger, "asset-1")
+    gone(ledger, "a.jpg")
+    assert states(ledger, JobKind.DELETE) == ["waiting"]
+    assert ledger.store.claim([JobKind.DELETE], now=ledger.store.clock() + 29) is None
+    assert ledger.store.claim([JobKind.DELETE], now=ledger.store.clock() + 31) is not None
+
+
+def test_shared_content_is_deleted_only_with_its_last_file(ledger: Ledger) -> None:
+    """While a copy is tracked, deleting one file deletes nothing remotely."""
+    link(ledger, "a.jpg", SHA_A)
+    upload(ledger, "asset-1")
+    link(ledger, "copy.jpg", SHA_A, inode=2)
+    gone(ledger, "a.jpg")
+    assert states(ledger, JobKind.DELETE) == []
+    gone(ledger, "copy.jpg")
+    assert states(ledger, JobKind.DELETE) == ["waiting"]
+
+
+def test_a_file_that_comes_back_cancels_the_waiting_delete(ledger: Ledger) -> None:
+    """Within the grace period, the same content and tags reappearing cancels the delete."""
+    link(ledger, "a.jpg", SHA_A)
+    upload(ledger, "asset-1")
+    gone(ledger, "a.jpg")
+    result = link(ledger, "a.jpg", SHA_A, inode=9)
+    assert not result.queued_upload and result.asset_id == "asset-1"
+    assert states(ledger, JobKind.DELETE) == ["cancelled"]
+
+
+def test_modified_content_uploads_new_and_releases_old(ledger: Ledger) -> None:
+    """New content at the same path queues an upload and schedules the old asset's delete."""
+    link(ledger, "a.jpg", SHA_A)
+    upload(ledger, "asset-1")
+    assert link(ledger, "a.jpg", SHA_B, inode=2).queued_upload
+    assert states(ledger, JobKind.DELETE) == ["waiting"]
+
+
+def test_a_file_gone_before_its_upload_cancels_the_upload(ledger: Ledger) -> None:
+    """Nothing is uploaded for a file that no longer exists."""
+    link(ledger, "a.jpg", SHA_A)
+    gone(ledger, "a.jpg")
+    assert states(ledger, JobKind.UPLOAD) == ["cancelled"]
+    assert ledger.asset_by_sha(SHA_A) == []
+
+
+def test_a_burst_over_max_deletes_holds_them_all(ledger: Ledger) -> None:
+    """More than max_deletes releases in a folder are held until approved."""
+    for i in range(5):
+        link(ledger, f"{i}.jpg", f"{i}" * 64, inode=i + 1)
+        upload(ledger, f"asset-{i}")
+    for i in range(5):
+        gone(ledger, f"{i}.jpg")
+    assert states(ledger, JobKind.DELETE) == ["held"] * 5
+    assert len(ledger.held()) == 5
+    assert ledger.approve_deletes() == 5
+    assert states(ledger, JobKind.DELETE) == ["waiting"] * 5
+
+
+def test_upload_finishing_after_its_file_went_schedules_the_delete(ledger: Ledger) -> None:
+    """A file deleted while its upload was in flight still has its asset removed."""
+    link(ledger, "a.jpg", SHA_A)
+    job = claim(ledger, JobKind.UPLOAD)
+    gone(ledger, "a.jpg")
+    ledger.upload_done(job, RemoteAsset("asset-1", "a", "ready", ("t",), "2026-01-01"))
+    assert states(ledger, JobKind.DELETE) == ["waiting"]
+
+
+def test_delete_done_while_a_file_took_the_asset_again_reuploads(ledger: Ledger) -> None:
+    """If a file links to an asset whose DELETE is in flight, it is uploaded again after."""
+    link(ledger, "a.jpg", SHA_A)
+    upload(ledger, "asset-1")
+    gone(ledger, "a.jpg")
+    job = claim(ledger, JobKind.DELETE, later=60)
+    link(ledger, "a.jpg", SHA_A, inode=3)
+    ledger.delete_done(job)
+    assert states(ledger, JobKind.UPLOAD)[-1] == "pending"
+
+
+def test_mirror_deletes_off_keeps_the_remote_asset(tmp_path: Path) -> None:
+    """A folder with mirror_deletes = false never schedules a remote delete."""
+    store = Store.open(tmp_path / "s.db", clock=Clock())
+    ledger = Ledger(store, {ROOT: FolderConfig(path=Path(ROOT), mirror_deletes=False)})
+    link(ledger, "a.jpg", SHA_A)
+    upload(ledger, "asset-1")
+    gone(ledger, "a.jpg")
+    assert states(ledger, JobKind.DELETE) == []
+    store.close()
+
+
+def test_failed_jobs_are_retried_on_request(ledger: Ledger) -> None:
+    """`syncd retry` puts failed jobs back in the queue."""
+    ledger.enqueue_paths(ROOT, ["bad.jpg"])
+    ledger.file_failed(claim(ledger, JobKind.FILE, later=5), stat(), None, "not an image")
+    assert [j.reason for j in ledger.failures()] == ["not an image"]
+    assert ledger.retry_failed(["bad.jpg"]) == 1
+    assert states(ledger, JobKind.FILE) == [str(JobState.PENDING)]
