@@ -24,6 +24,7 @@ polling takes a first snapshot of it (both in the caller's thread).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -111,15 +112,18 @@ class _Handler(FileSystemEventHandler):
         try:
             for fs_event in self._translate(event):
                 self.sink(fs_event)
-        except Exception:  # a raising handler would kill the observer thread
-            log.exception("watcher.handler_failed", folder=self.folder, event=repr(event))
-            self._rescue()
+        except Exception:  # noqa: BLE001 - a raising handler would kill the observer thread
+            self._rescue(event)
 
-    def _rescue(self) -> None:
+    def _rescue(self, event: FileSystemEvent) -> None:
+        """Log and ask for a RESCAN; nothing here may raise, not even the logging."""
+        with contextlib.suppress(Exception):
+            log.exception("watcher.handler_failed", folder=self.folder, source=repr(event))
         try:
             self.sink(FsEvent(self.folder, EventKind.RESCAN))
-        except Exception:  # same reason; the daemon's periodic scan catches up
-            log.exception("watcher.rescan_failed", folder=self.folder)
+        except Exception:  # the daemon's periodic scan catches up
+            with contextlib.suppress(Exception):
+                log.exception("watcher.rescan_failed", folder=self.folder)
 
     def _translate(self, event: FileSystemEvent) -> list[FsEvent]:
         if self.gone:

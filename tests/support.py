@@ -19,8 +19,10 @@ def image_bytes(seed: int, fmt: str = "JPEG", size: tuple[int, int] = (64, 48)) 
     rng = random.Random(seed)
     img = Image.new("RGB", size, (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
     for _ in range(20):
-        img.putpixel((rng.randrange(size[0]), rng.randrange(size[1])),
-                     (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+        img.putpixel(
+            (rng.randrange(size[0]), rng.randrange(size[1])),
+            (rng.randrange(256), rng.randrange(256), rng.randrange(256)),
+        )
     out = io.BytesIO()
     img.save(out, fmt)
     return out.getvalue()
@@ -36,8 +38,12 @@ def write_image(path: Path, seed: int, fmt: str = "JPEG") -> bytes:
     return data
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.05,
-               message: str = "condition") -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
     """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None

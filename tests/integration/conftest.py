@@ -37,8 +37,11 @@ class Running:
         )
 
     def wait_assets(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-        wait_until(lambda: len(self.assets()) == count and self.idle(), timeout,
-                   message=f"{count} assets and an idle queue")
+        wait_until(
+            lambda: len(self.assets()) == count and self.idle(),
+            timeout,
+            message=f"{count} assets and an idle queue",
+        )
         return self.assets()
 
     def idle(self) -> bool:
@@ -76,8 +79,11 @@ def start_daemon(
         daemon.start()
         thread = threading.Thread(target=daemon.run_forever, name="test-daemon", daemon=True)
         thread.start()
-        wait_until(lambda: folders[0].as_posix() in daemon.watchers or not folders[0].exists(),
-                   10, message="watcher started")
+        wait_until(
+            lambda: folders[0].as_posix() in daemon.watchers or not folders[0].exists(),
+            10,
+            message="watcher started",
+        )
         run = Running(daemon, emulator, hot, config, thread)
         running.append(run)
         return run

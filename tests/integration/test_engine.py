@@ -45,9 +45,14 @@ def test_copy_rename_and_touch_cause_no_upload(start_daemon, hot: Path) -> None:
     os.utime(hot / "copy.jpg", (time.time() + 5, time.time() + 5))
     store = run.daemon.store
     assert store is not None
-    wait_until(lambda: store.get_file(run.daemon.config.folders[0].key, "copy.jpg")
-               and store.get_file(run.daemon.config.folders[0].key, "renamed.jpg") and run.idle(),
-               message="copy and rename tracked")
+    wait_until(
+        lambda: (
+            store.get_file(run.daemon.config.folders[0].key, "copy.jpg")
+            and store.get_file(run.daemon.config.folders[0].key, "renamed.jpg")
+            and run.idle()
+        ),
+        message="copy and rename tracked",
+    )
     assert len(run.assets()) == 1
     assert run.emulator.stats()["requests"].get("POST /v1/training-asset") == 1
 
@@ -58,8 +63,10 @@ def test_modify_replaces_the_asset(start_daemon, hot: Path) -> None:
     write_image(hot / "a.jpg", 4)
     (old,) = run.wait_assets(1)
     new = write_image(hot / "a.jpg", 5)
-    wait_until(lambda: [a["sha256"] for a in run.assets()] == [sha(new)] and run.idle(),
-               message="the old asset replaced by the new one")
+    wait_until(
+        lambda: [a["sha256"] for a in run.assets()] == [sha(new)] and run.idle(),
+        message="the old asset replaced by the new one",
+    )
     assert run.assets()[0]["asset_id"] != old["asset_id"]
 
 
@@ -70,8 +77,9 @@ def test_move_across_tag_folders_retags(start_daemon, hot: Path) -> None:
     run.wait_assets(1)
     (hot / "blue").mkdir()
     os.rename(hot / "red" / "a.jpg", hot / "blue" / "a.jpg")
-    wait_until(lambda: run.folder_tags() == [("studio", "blue")] and run.idle(),
-               message="re-tagged asset")
+    wait_until(
+        lambda: run.folder_tags() == [("studio", "blue")] and run.idle(), message="re-tagged asset"
+    )
 
 
 def test_delete_mirrors_to_the_library(start_daemon, hot: Path) -> None:
@@ -93,8 +101,10 @@ def test_shared_content_is_deleted_remotely_only_with_its_last_file(start_daemon
     assert store is not None
     wait_until(lambda: store.get_file(run.config.folders[0].key, "b.jpg"), message="copy tracked")
     (hot / "a.jpg").unlink()
-    wait_until(lambda: store.get_file(run.config.folders[0].key, "a.jpg") is None and run.idle(),
-               message="first file released")
+    wait_until(
+        lambda: store.get_file(run.config.folders[0].key, "a.jpg") is None and run.idle(),
+        message="first file released",
+    )
     assert len(run.assets()) == 1
     (hot / "b.jpg").unlink()
     run.wait_assets(0)
@@ -104,8 +114,17 @@ def test_ignored_names_are_never_uploaded(start_daemon, hot: Path) -> None:
     """Hidden, temporary, sidecar and NAS-debris files stay local."""
     run: Running = start_daemon()
     jpeg = image_bytes(9)
-    for name in [".hidden.jpg", "x.tmp", "y.part", "~lock.jpg", "z.xmp", "Thumbs.db",
-                 "@eaDir/a.jpg", ".cache/b.jpg", "notes.txt"]:
+    for name in [
+        ".hidden.jpg",
+        "x.tmp",
+        "y.part",
+        "~lock.jpg",
+        "z.xmp",
+        "Thumbs.db",
+        "@eaDir/a.jpg",
+        ".cache/b.jpg",
+        "notes.txt",
+    ]:
         path = hot / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(jpeg)
@@ -124,9 +143,10 @@ def test_a_slowly_written_file_is_uploaded_once_with_its_final_bytes(start_daemo
         with (hot / "slow.jpg").open("wb") as fh:
             step = max(1, len(data) // 8)
             for i in range(0, len(data), step):
-                fh.write(data[i:i + step])
+                fh.write(data[i : i + step])
                 fh.flush()
                 done.wait(0.4)
+
     thread = threading.Thread(target=writer)
     thread.start()
     thread.join()
@@ -152,8 +172,12 @@ def test_changes_made_while_stopped_converge_at_start(start_daemon, hot: Path) -
     run2: Running = start_daemon()
     wait_until(lambda: len(run2.assets()) == 4 and run2.idle(), 30, message="converged")
     names = sorted((a["name"], tuple(a["tags"][:-1])) for a in run2.assets())
-    assert names == [("added", ("studio",)), ("keep", ("studio",)),
-                     ("modify", ("studio",)), ("move", ("studio", "blue"))]
+    assert names == [
+        ("added", ("studio",)),
+        ("keep", ("studio",)),
+        ("modify", ("studio",)),
+        ("move", ("studio", "blue")),
+    ]
     assert sha(new) in {a["sha256"] for a in run2.assets()}
 
 
@@ -167,11 +191,15 @@ def test_removing_the_whole_hot_folder_deletes_nothing_remotely(start_daemon, ho
     assert store is not None
     key = run.config.folders[0].key
     shutil.rmtree(hot)
-    wait_until(lambda: (store.folder_row(key) or {}).get("health") == "unavailable",
-               message="folder marked unavailable")
+    wait_until(
+        lambda: (store.folder_row(key) or {}).get("health") == "unavailable",
+        message="folder marked unavailable",
+    )
     hot.mkdir()
-    wait_until(lambda: (store.folder_row(key) or {}).get("health") == "guarded",
-               message="the empty root is guarded after it returns")
+    wait_until(
+        lambda: (store.folder_row(key) or {}).get("health") == "guarded",
+        message="the empty root is guarded after it returns",
+    )
     held = store.query("SELECT reason FROM jobs WHERE kind = 'file' AND state = 'pending'")
     assert all(r["reason"] is None or r["reason"].startswith("held") for r in held)
     assert len(run.assets()) == 3

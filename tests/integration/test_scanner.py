@@ -66,7 +66,16 @@ def test_sibling_prefixes_sort_like_strings(tmp_path: Path) -> None:
         _touch(tmp_path, rel)
     got = _relpaths(walk(tmp_path, Rules()))
     assert got == sorted(got)
-    assert got == ["Z.jpg", "a b.jpg", "a-b.jpg", "a.jpg", "a/b/c.jpg", "a/x.jpg", "a0.jpg", "é.jpg"]
+    assert got == [
+        "Z.jpg",
+        "a b.jpg",
+        "a-b.jpg",
+        "a.jpg",
+        "a/b/c.jpg",
+        "a/x.jpg",
+        "a0.jpg",
+        "é.jpg",
+    ]
 
 
 def test_entries_carry_the_file_stat(tmp_path: Path) -> None:

@@ -100,7 +100,9 @@ def mode_kwargs(request: pytest.FixtureRequest) -> dict[str, object]:
     return {}
 
 
-def test_create_modify_delete(root: Path, start_watcher: Factory, mode_kwargs: dict[str, object]) -> None:
+def test_create_modify_delete(
+    root: Path, start_watcher: Factory, mode_kwargs: dict[str, object]
+) -> None:
     """A new file is CREATED, a change MODIFIED, a removal DELETED, in both modes."""
     watcher, events = start_watcher(**mode_kwargs)
     assert watcher.mode == ("polling" if mode_kwargs else "inotify")
@@ -115,7 +117,9 @@ def test_create_modify_delete(root: Path, start_watcher: Factory, mode_kwargs: d
     assert watcher.alive() is True
 
 
-def test_move_within_root(root: Path, start_watcher: Factory, mode_kwargs: dict[str, object]) -> None:
+def test_move_within_root(
+    root: Path, start_watcher: Factory, mode_kwargs: dict[str, object]
+) -> None:
     """A rename inside the folder is one MOVED with its destination."""
     (root / "sub").mkdir()
     (root / "a.jpg").write_bytes(b"a")
@@ -144,7 +148,9 @@ def test_move_onto_an_ignored_name_is_a_deletion(root: Path, start_watcher: Fact
     assert "a.jpg.bak" not in _paths(got)
 
 
-def test_move_out_of_the_root_is_a_deletion(root: Path, tmp_path: Path, start_watcher: Factory) -> None:
+def test_move_out_of_the_root_is_a_deletion(
+    root: Path, tmp_path: Path, start_watcher: Factory
+) -> None:
     """A file moved out of the folder is DELETED there."""
     (root / "a.jpg").write_bytes(b"a")
     _, events = start_watcher()
@@ -155,7 +161,15 @@ def test_move_out_of_the_root_is_a_deletion(root: Path, tmp_path: Path, start_wa
 def test_ignored_names_produce_nothing(root: Path, start_watcher: Factory) -> None:
     """Temporary, hidden, debris and excluded files give no event at all."""
     _, events = start_watcher(Rules(exclude=["*_draft.jpg"]))
-    for name in ["a.tmp", "b.jpg.part", ".hidden.jpg", "Thumbs.db", "notes.txt", "c_draft.jpg", "~d.jpg"]:
+    for name in [
+        "a.tmp",
+        "b.jpg.part",
+        ".hidden.jpg",
+        "Thumbs.db",
+        "notes.txt",
+        "c_draft.jpg",
+        "~d.jpg",
+    ]:
         (root / name).write_bytes(b"x")
     (root / "a.tmp").unlink()
     (root / "notes.txt").rename(root / "notes2.txt")
