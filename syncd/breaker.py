@@ -2,7 +2,8 @@
 
 A dead API is probed, not hammered: after ``threshold`` transient failures in a row the
 circuit opens for a cool-down (doubling up to ``max_cooldown``, or longer when the server
-sent Retry-After); then the next requests go through as probes, and one more failure opens it again for longer. A rejected key closes the
+sent Retry-After); then the next requests go through as probes, and one more failure
+opens it again for longer. A rejected key closes the
 gate until a probe with the (possibly replaced) key succeeds. Pure: time is passed in.
 """
 

@@ -22,8 +22,13 @@ from syncd.errors import ConfigError, StoreError, SyncdError
 EXIT_FAILED, EXIT_CONFIG, EXIT_STORE = 1, 2, 3
 
 config_option = click.option(
-    "-c", "--config", "config_path", type=click.Path(path_type=Path), default=None,
-    help="Config file (default: $SYNCD_CONFIG, ~/.config/syncd/config.toml, /etc/syncd/config.toml).",
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Config file (default: $SYNCD_CONFIG, ~/.config/syncd/config.toml, "
+    "/etc/syncd/config.toml).",
 )
 
 
@@ -53,8 +58,11 @@ def load_config(config_path: Path | None) -> Config:
 
 def _require_folders(config: Config) -> None:
     if not config.folders:
-        raise ConfigError("no [[folders]] configured: add at least one hot folder",
-                          key="folders", file=str(config.source) if config.source else None)
+        raise ConfigError(
+            "no [[folders]] configured: add at least one hot folder",
+            key="folders",
+            file=str(config.source) if config.source else None,
+        )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,8 +91,13 @@ def run(config_path: Path | None) -> None:
 
 @main.command()
 @config_option
-@click.option("--max-wait", type=float, default=600.0, show_default=True,
-              help="Give up after this many seconds if the API keeps failing (exit 1).")
+@click.option(
+    "--max-wait",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Give up after this many seconds if the API keeps failing (exit 1).",
+)
 def sync(config_path: Path | None, max_wait: float) -> None:
     """One pass: scan every folder, upload and delete what differs, then exit (0 ok, 1 failed)."""
     from syncd.daemon import Daemon
@@ -157,10 +170,18 @@ def _ledger(config_path: Path | None) -> Iterator[Any]:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=int)
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="Keep the library here (default: a temporary folder).")
-@click.option("--api-key", default=None, envvar="SYNCD_EMULATOR_API_KEY",
-              help="The key it accepts (default: demo-key; env SYNCD_EMULATOR_API_KEY).")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the library here (default: a temporary folder).",
+)
+@click.option(
+    "--api-key",
+    default=None,
+    envvar="SYNCD_EMULATOR_API_KEY",
+    help="The key it accepts (default: demo-key; env SYNCD_EMULATOR_API_KEY).",
+)
 @click.option("--processing-seconds", type=float, default=None)
 @click.option("--error-rate", type=float, default=None)
 @click.option("--rate-limit-rate", type=float, default=None)

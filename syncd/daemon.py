@@ -30,15 +30,16 @@ from syncd import scanner
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import Config, FolderConfig, require_api_key
+from syncd.context import Context
 from syncd.deletions import DeleteWorkflow
 from syncd.errors import ApiError, AuthError, StaleAttempt, StoreError
 from syncd.ledger import Ledger
-from syncd.model import EventKind, FsEvent, Job, JobKind
+from syncd.model import EventKind, FsEvent, Job, JobKind, Workflow
 from syncd.notify import Notifier
 from syncd.store import Store
 from syncd.sweep import Sweeper
 from syncd.tags import Rules
-from syncd.uploader import Context, FileWorkflow, UploadWorkflow
+from syncd.uploader import FileWorkflow, UploadWorkflow
 from syncd.watcher import FolderWatcher
 
 log = structlog.get_logger(__name__)
@@ -92,6 +93,7 @@ class Daemon:
         self._scanning = threading.Event()
         self._last_scan: dict[str, float] = {}
         self.busy = 0
+        self._busy_lock = threading.Lock()
 
     # -- start and stop -------------------------------------------------------------
 
@@ -102,14 +104,22 @@ class Daemon:
         if recovered:
             log.info("store.recovered", jobs=recovered)
         client = self._client or AssetsClient(
-            self.config.api.base_url, require_api_key(self.config).reveal,
+            self.config.api.base_url,
+            require_api_key(self.config).reveal,
             timeout=self.config.api.timeout_seconds,
         )
         self._client = client
         ledger = Ledger(self.store, self.folders)
-        self.ctx = Context(ledger, client, self.folders, self.rules, Breaker(),
-                           identity_tag=self.config.api.identity_tag, clock=self.clock,
-                           rand=random.random)
+        self.ctx = Context(
+            ledger,
+            client,
+            self.folders,
+            self.rules,
+            Breaker(),
+            identity_tag=self.config.api.identity_tag,
+            clock=self.clock,
+            rand=random.random,
+        )
         self.sweeper = Sweeper(self.ctx)
         self.file_flow = FileWorkflow(self.ctx)
         self.upload_flow = UploadWorkflow(self.ctx)
@@ -231,7 +241,7 @@ class Daemon:
         try:
             scans = self.ctx.ledger.record_events(batch)
         except StoreError as exc:
-            log.error("events.not_recorded", error=str(exc), count=len(batch))
+            log.warning("events.not_recorded", error=str(exc), count=len(batch))
             for folder in {e.folder for e in batch}:
                 self.request_scan(folder)
             return
@@ -283,7 +293,7 @@ class Daemon:
             try:
                 job = self.store.claim(kinds)
             except StoreError as exc:
-                log.error("queue.claim_failed", error=str(exc))
+                log.warning("queue.claim_failed", error=str(exc))
                 self._wait(1.0)
                 continue
             if job is None:
@@ -292,9 +302,13 @@ class Daemon:
             self._run(job)
 
     def _run(self, job: Job) -> None:
-        flows = {JobKind.FILE: self.file_flow, JobKind.UPLOAD: self.upload_flow,
-                 JobKind.DELETE: self.delete_flow}
-        self.busy += 1
+        flows: dict[JobKind, Workflow] = {
+            JobKind.FILE: self.file_flow,
+            JobKind.UPLOAD: self.upload_flow,
+            JobKind.DELETE: self.delete_flow,
+        }
+        with self._busy_lock:
+            self.busy += 1
         try:
             flows[job.kind].run(job)
         except StaleAttempt as exc:
@@ -305,7 +319,8 @@ class Daemon:
                 assert self.ctx is not None
                 self.ctx.ledger.retry_later(job, 30.0, f"internal error: {type(exc).__name__}")
         finally:
-            self.busy -= 1
+            with self._busy_lock:
+                self.busy -= 1
 
     def _idle_wait(self, kinds: tuple[JobKind, ...]) -> float:
         assert self.store is not None
@@ -341,8 +356,14 @@ class Daemon:
         if not health.ok:
             self._mark_unavailable(folder.key, health.reason or "unavailable")
             return
-        watcher = FolderWatcher(folder.key, folder.path, self.rules[folder.key], self.sink,
-                                polling=folder.polling, poll_interval=folder.poll_interval_seconds)
+        watcher = FolderWatcher(
+            folder.key,
+            folder.path,
+            self.rules[folder.key],
+            self.sink,
+            polling=folder.polling,
+            poll_interval=folder.poll_interval_seconds,
+        )
         if watcher.start() is False:
             return
         self.watchers[folder.key] = watcher
@@ -396,8 +417,9 @@ class Daemon:
 
     # -- one pass -------------------------------------------------------------------
 
-    def sync_once(self, *, max_wait: float = 600.0,
-                  progress: Callable[[int, int], None] | None = None) -> int:
+    def sync_once(
+        self, *, max_wait: float = 600.0, progress: Callable[[int, int], None] | None = None
+    ) -> int:
         """Scan every folder, work until nothing is due, exit code 0 or 1 (failures)."""
         assert self.ctx is not None
         for folder in self.config.folders:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import structlog
 
+from syncd.context import ROOT_RETRY_SECONDS, Context, api_retry
 from syncd.errors import ApiError, NotFound, PermanentError, StaleAttempt
 from syncd.model import Job, JobState
-from syncd.uploader import ROOT_RETRY_SECONDS, Context, api_retry
 
 log = structlog.get_logger(__name__)
 
@@ -48,13 +48,23 @@ class DeleteWorkflow:
             return
         except ApiError as exc:
             api_retry(ctx, job, exc)
-            log.warning("delete.retry", asset_id=asset["asset_id"], error=type(exc).__name__,
-                        detail=str(exc), attempt=job.attempt)
+            log.warning(
+                "delete.retry",
+                asset_id=asset["asset_id"],
+                error=type(exc).__name__,
+                detail=str(exc),
+                attempt=job.attempt,
+            )
             return
         ctx.breaker.success()
         try:
             ctx.ledger.delete_done(job)
         except StaleAttempt:
             return
-        log.info("delete.done", folder=job.folder, asset_id=asset["asset_id"],
-                 tags=asset["tags"], duration=round(ctx.clock() - started, 3))
+        log.info(
+            "delete.done",
+            folder=job.folder,
+            asset_id=asset["asset_id"],
+            tags=asset["tags"],
+            duration=round(ctx.clock() - started, 3),
+        )

@@ -83,9 +83,7 @@ class FileChanged(FileProblem):
 class ApiError(SyncdError):
     """An answer (or the lack of one) from the Assets API."""
 
-    def __init__(
-        self, message: str, *, status: int | None = None, code: str | None = None
-    ) -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
         self.status = status
         self.code = code
         super().__init__(message)

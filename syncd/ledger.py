@@ -58,9 +58,7 @@ class Ledger:
                 scans.extend(self._apply_event(conn, event, now))
         return scans
 
-    def _apply_event(
-        self, conn: Conn, event: FsEvent, now: float
-    ) -> list[tuple[str, str]]:
+    def _apply_event(self, conn: Conn, event: FsEvent, now: float) -> list[tuple[str, str]]:
         folder = self.folders.get(event.folder)
         if folder is None or event.kind in (EventKind.RESCAN, EventKind.ROOT_GONE):
             return []
@@ -88,9 +86,12 @@ class Ledger:
 
     def _move_record(self, conn: Conn, folder: str, src: str, dst: str) -> None:
         """A file renamed: its record follows it, so it is not read again."""
-        if src == dst or not conn.execute(
-            "SELECT 1 FROM files WHERE folder = ? AND relpath = ?", (folder, src)
-        ).fetchone():
+        if (
+            src == dst
+            or not conn.execute(
+                "SELECT 1 FROM files WHERE folder = ? AND relpath = ?", (folder, src)
+            ).fetchone()
+        ):
             return
         old = conn.execute(
             "SELECT asset_key FROM files WHERE folder = ? AND relpath = ?", (folder, dst)
@@ -110,7 +111,7 @@ class Ledger:
         ).fetchall()
         moved = []
         for row in rows:
-            new = dst + row["relpath"][len(src):]
+            new = dst + row["relpath"][len(src) :]
             self._move_record(conn, folder, row["relpath"], new)
             moved.append(new)
         return moved
@@ -148,7 +149,11 @@ class Ledger:
             )
             return
         self.store.new_job(
-            conn, JobKind.FILE, folder, relpath=relpath, not_before=when,
+            conn,
+            JobKind.FILE,
+            folder,
+            relpath=relpath,
+            not_before=when,
             detail={"hold": True} if hold else None,
         )
 
@@ -161,7 +166,7 @@ class Ledger:
         key = asset_key(sha256, tags)
         assert job.relpath is not None
         with self.store.write() as conn:
-            old = self._upsert_file(conn, job.folder, job.relpath, stat, sha256, key, None)
+            old = self._upsert_file(conn, job, stat, sha256=sha256, key=key, problem=None)
             self.store.move(conn, job, S.DONE, reason=None)
             conn.execute(
                 "INSERT OR IGNORE INTO assets (key, sha256, tags, name) VALUES (?, ?, ?, ?)",
@@ -174,8 +179,9 @@ class Ledger:
             if asset["asset_id"] is None and not self._asset_jobs(
                 conn, JobKind.UPLOAD, key, (S.PENDING, S.UPLOADING, S.FAILED)
             ):
-                self.store.new_job(conn, JobKind.UPLOAD, job.folder, relpath=job.relpath,
-                                   asset_key=key)
+                self.store.new_job(
+                    conn, JobKind.UPLOAD, job.folder, relpath=job.relpath, asset_key=key
+                )
                 queued = True
             if old and old != key:
                 self._release(conn, job.folder, old, hold=bool(job.detail.get("hold")))
@@ -187,7 +193,7 @@ class Ledger:
         with self.store.write() as conn:
             old = None
             if stat is not None:
-                old = self._upsert_file(conn, job.folder, job.relpath, stat, sha256, None, reason)
+                old = self._upsert_file(conn, job, stat, sha256=sha256, key=None, problem=reason)
             self.store.move(conn, job, S.FAILED, reason=reason)
             if old:
                 self._release(conn, job.folder, old)
@@ -209,10 +215,17 @@ class Ledger:
         return row is not None
 
     def _upsert_file(
-        self, conn: Conn, folder: str, relpath: str, stat: FileStat,
-        sha256: str | None, key: str | None, problem: str | None,
+        self,
+        conn: Conn,
+        job: Job,
+        stat: FileStat,
+        *,
+        sha256: str | None,
+        key: str | None,
+        problem: str | None,
     ) -> str | None:
         """Write a file's record; return the asset key it had before."""
+        folder, relpath = job.folder, job.relpath
         row = conn.execute(
             "SELECT asset_key FROM files WHERE folder = ? AND relpath = ?", (folder, relpath)
         ).fetchone()
@@ -226,15 +239,17 @@ class Ledger:
     # -- releasing assets ------------------------------------------------------------
 
     def _refcount(self, conn: Conn, key: str) -> int:
-        return int(conn.execute("SELECT count(*) FROM files WHERE asset_key = ?", (key,))
-                   .fetchone()[0])
+        return int(
+            conn.execute("SELECT count(*) FROM files WHERE asset_key = ?", (key,)).fetchone()[0]
+        )
 
     def _asset_jobs(
         self, conn: Conn, kind: JobKind, key: str, states: Sequence[JobState]
     ) -> list[Job]:
         marks = ",".join("?" * len(states))
         return self.store.jobs_where(
-            conn, f"asset_key = ? AND kind = ? AND state IN ({marks})",
+            conn,
+            f"asset_key = ? AND kind = ? AND state IN ({marks})",
             [key, str(kind), *(str(s) for s in states)],
         )
 
@@ -258,9 +273,7 @@ class Ledger:
             return
         self._schedule_delete(conn, policy, key, hold=hold)
 
-    def _schedule_delete(
-        self, conn: Conn, policy: FolderConfig, key: str, *, hold: bool
-    ) -> None:
+    def _schedule_delete(self, conn: Conn, policy: FolderConfig, key: str, *, hold: bool) -> None:
         waiting = self.store.jobs_where(
             conn, "kind = 'delete' AND folder = ? AND state = 'waiting'", (policy.key,)
         )
@@ -275,11 +288,17 @@ class Ledger:
             )
             for job in waiting:
                 self.store.move(conn, job, S.HELD, reason=reason)
-            self.store.new_job(conn, JobKind.DELETE, policy.key, asset_key=key,
-                               state=S.HELD, reason=reason)
+            self.store.new_job(
+                conn, JobKind.DELETE, policy.key, asset_key=key, state=S.HELD, reason=reason
+            )
             return
-        self.store.new_job(conn, JobKind.DELETE, policy.key, asset_key=key,
-                           not_before=self.store.clock() + policy.delete_grace_seconds)
+        self.store.new_job(
+            conn,
+            JobKind.DELETE,
+            policy.key,
+            asset_key=key,
+            not_before=self.store.clock() + policy.delete_grace_seconds,
+        )
 
     # -- upload and delete outcomes ---------------------------------------------------
 
@@ -294,8 +313,9 @@ class Ledger:
                 " WHERE key = ?",
                 (remote.asset_id, remote.status, now, adapted, job.asset_key),
             )
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_upload', ?)",
-                         (str(now),))
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_upload', ?)", (str(now),)
+            )
             self._release(conn, job.folder, job.asset_key)
 
     def upload_cancelled(self, job: Job, reason: str) -> None:
@@ -303,8 +323,9 @@ class Ledger:
         with self.store.write() as conn:
             self.store.move(conn, job, S.CANCELLED, reason=reason)
             if not self._refcount(conn, job.asset_key):
-                conn.execute("DELETE FROM assets WHERE key = ? AND asset_id IS NULL",
-                             (job.asset_key,))
+                conn.execute(
+                    "DELETE FROM assets WHERE key = ? AND asset_id IS NULL", (job.asset_key,)
+                )
 
     def delete_done(self, job: Job) -> None:
         """The asset is gone remotely; if a file took it up meanwhile, upload it again."""
@@ -312,8 +333,10 @@ class Ledger:
         with self.store.write() as conn:
             self.store.move(conn, job, S.DONE, reason=None)
             if self._refcount(conn, job.asset_key):
-                conn.execute("UPDATE assets SET asset_id = NULL, remote_status = NULL WHERE key = ?",
-                             (job.asset_key,))
+                conn.execute(
+                    "UPDATE assets SET asset_id = NULL, remote_status = NULL WHERE key = ?",
+                    (job.asset_key,),
+                )
                 self.store.new_job(conn, JobKind.UPLOAD, job.folder, asset_key=job.asset_key)
             else:
                 conn.execute("DELETE FROM assets WHERE key = ?", (job.asset_key,))
@@ -332,8 +355,9 @@ class Ledger:
         return rows[0] if rows else None
 
     def refcount(self, key: str) -> int:
-        return int(self.store.query("SELECT count(*) AS n FROM files WHERE asset_key = ?",
-                                    (key,))[0]["n"])
+        return int(
+            self.store.query("SELECT count(*) AS n FROM files WHERE asset_key = ?", (key,))[0]["n"]
+        )
 
     def files_for_asset(self, key: str, limit: int = 5) -> list[Row]:
         return self.store.query(
@@ -356,8 +380,8 @@ class Ledger:
             for job in jobs:
                 self.store.move(conn, job, S.WAITING, not_before=now, reason="approved")
             conn.execute(
-                "UPDATE folders SET approved = 1 WHERE health != 'ok'"
-                + (" AND key = ?" if folder else ""), [folder] if folder else [],
+                "UPDATE folders SET approved = 1 WHERE health != 'ok' AND (? IS NULL OR key = ?)",
+                (folder, folder),
             )
         return len(jobs)
 
@@ -368,12 +392,16 @@ class Ledger:
             jobs = self.store.jobs_where(conn, "state = 'failed'", [])
             if relpaths:
                 wanted = set(relpaths)
-                jobs = [j for j in jobs if j.relpath in wanted
-                        or f"{j.folder}/{j.relpath}" in wanted]
+                jobs = [
+                    j for j in jobs if j.relpath in wanted or f"{j.folder}/{j.relpath}" in wanted
+                ]
             for job in jobs:
                 if job.kind is JobKind.FILE and job.relpath is not None:
-                    conn.execute("UPDATE files SET problem = NULL, sha256 = NULL"
-                                 " WHERE folder = ? AND relpath = ?", (job.folder, job.relpath))
+                    conn.execute(
+                        "UPDATE files SET problem = NULL, sha256 = NULL"
+                        " WHERE folder = ? AND relpath = ?",
+                        (job.folder, job.relpath),
+                    )
                 self.store.move(conn, job, back[job.kind], not_before=0.0, reason="retry")
         return len(jobs)
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 
 class JobKind(StrEnum):
@@ -240,3 +241,9 @@ class Job:
     created_at: float = 0.0
     updated_at: float = 0.0
     detail: dict[str, object] = field(default_factory=dict)
+
+
+class Workflow(Protocol):
+    """Runs one claimed job of its kind to an outcome recorded in the store."""
+
+    def run(self, job: Job) -> None: ...

@@ -73,8 +73,14 @@ def retry_delay(attempt: int, retry_after: float | None, jitter: float) -> float
 
 
 def matches_intent(
-    remote: RemoteAsset, *, name: str, tags: Iterable[str], since: float | None = None,
-    created_at: float | None = None, file_size: int | None = None, size: int | None = None,
+    remote: RemoteAsset,
+    *,
+    name: str,
+    tags: Iterable[str],
+    since: float | None = None,
+    created_at: float | None = None,
+    file_size: int | None = None,
+    size: int | None = None,
 ) -> bool:
     """Whether a listed asset is the one an interrupted upload may have created.
 

@@ -147,9 +147,7 @@ class Store:
             return
         try:
             # A read-only look of its own: opening for writing would switch the file to WAL.
-            with contextlib.closing(
-                sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            ) as conn:
+            with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as conn:
                 app_id = conn.execute("PRAGMA application_id").fetchone()[0]
                 tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         except sqlite3.DatabaseError as exc:
@@ -289,8 +287,18 @@ class Store:
         cur = conn.execute(
             "INSERT INTO jobs (kind, state, attempt, folder, relpath, asset_key, not_before,"
             " reason, created_at, updated_at, detail) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (str(kind), str(start), folder, relpath, asset_key, not_before, reason, now, now,
-             json.dumps(detail or {})),
+            (
+                str(kind),
+                str(start),
+                folder,
+                relpath,
+                asset_key,
+                not_before,
+                reason,
+                now,
+                now,
+                json.dumps(detail or {}),
+            ),
         )
         return int(cur.lastrowid or 0)
 
@@ -305,14 +313,18 @@ class Store:
         params: list[Any] = [v for k in kinds for v in (str(k), str(CLAIMABLE[k]))]
         with self.write() as conn:
             jobs = self.jobs_where(
-                conn, f"({pairs}) AND not_before <= ? ORDER BY not_before, id LIMIT 1",
+                conn,
+                f"({pairs}) AND not_before <= ? ORDER BY not_before, id LIMIT 1",
                 [*params, now],
             )
             if not jobs:
                 return None
             job = jobs[0]
-            to = {JobKind.FILE: JobState.HASHING, JobKind.UPLOAD: JobState.UPLOADING,
-                  JobKind.DELETE: JobState.DELETING}[job.kind]
+            to = {
+                JobKind.FILE: JobState.HASHING,
+                JobKind.UPLOAD: JobState.UPLOADING,
+                JobKind.DELETE: JobState.DELETING,
+            }[job.kind]
             fields: dict[str, Any] = {"attempt": job.attempt + 1}
             if job.kind is JobKind.UPLOAD:
                 # The intent: from here a POST may go out; a later attempt reconciles first.
@@ -341,9 +353,7 @@ class Store:
     # -- tracked files ---------------------------------------------------------------
 
     def get_file(self, folder: str, relpath: str) -> TrackedFile | None:
-        rows = self.query(
-            "SELECT * FROM files WHERE folder = ? AND relpath = ?", (folder, relpath)
-        )
+        rows = self.query("SELECT * FROM files WHERE folder = ? AND relpath = ?", (folder, relpath))
         return row_to_file(rows[0]) if rows else None
 
     def iter_tracked(self, folder: str, prefix: str = "") -> Iterator[TrackedFile]:
@@ -384,7 +394,9 @@ class Store:
         return next((row_to_file(r) for r in rows if r["dev"] in (0, stat.dev)), None)
 
     def tracked_count(self, folder: str) -> int:
-        return int(self.query("SELECT count(*) AS n FROM files WHERE folder = ?", (folder,))[0]["n"])
+        return int(
+            self.query("SELECT count(*) AS n FROM files WHERE folder = ?", (folder,))[0]["n"]
+        )
 
     # -- meta and folders ------------------------------------------------------------
 

@@ -21,7 +21,8 @@ import structlog
 
 from syncd import plan, scanner
 from syncd.config import FolderConfig
-from syncd.uploader import Context
+from syncd.context import Context
+from syncd.model import FileStat
 
 log = structlog.get_logger(__name__)
 
@@ -61,39 +62,61 @@ class Sweeper:
         report.guard = ctx.root_problem(folder)
         rules = ctx.rules[folder.key]
         if prefix and (rules.ignores_dir(prefix) or not (folder.path / prefix).is_dir()):
-            seen: Iterator[tuple[str, object]] = iter(())
+            seen: Iterator[tuple[str, FileStat]] = iter(())
             walk = None
         else:
-            walk = scanner.walk(folder.path / prefix if prefix else folder.path, rules,
-                                on_skip=lambda p, why: log.info("scan.skip", path=p, reason=why))
+            walk = scanner.walk(
+                folder.path / prefix if prefix else folder.path,
+                rules,
+                on_skip=lambda p, why: log.info("scan.skip", path=p, reason=why),
+            )
             seen = ((f"{prefix}/{e.relpath}" if prefix else e.relpath, e.stat) for e in walk)
 
         def unreadable(relpath: str) -> bool:
             if walk is None:
                 return False
-            rel = relpath[len(prefix) + 1:] if prefix else relpath
+            rel = relpath[len(prefix) + 1 :] if prefix else relpath
             return rel in walk.unreadable_files or any(
-                rel.startswith(d + "/") for d in walk.unreadable_dirs)
+                rel.startswith(d + "/") for d in walk.unreadable_dirs
+            )
 
-        diffs = plan.diff(seen, store.iter_tracked(folder.key, prefix),  # type: ignore[arg-type]
-                          unreadable=unreadable)
+        diffs = plan.diff(
+            seen,
+            store.iter_tracked(folder.key, prefix),
+            unreadable=unreadable,
+        )
         self._queue(folder, diffs, report)
         if walk is not None:
             report.unreadable_dirs = list(walk.unreadable_dirs)
         if report.guard is None:
             # An approval covers this root until it holds files again.
             approved = int(bool(row.get("approved")) and scanner.is_empty(folder.path, rules))
-            store.set_folder(folder.key, dev=health.dev, health="ok", reason=None,
-                             approved=approved, last_scan=ctx.clock())
+            store.set_folder(
+                folder.key,
+                dev=health.dev,
+                health="ok",
+                reason=None,
+                approved=approved,
+                last_scan=ctx.clock(),
+            )
         else:
             store.set_folder(folder.key, health="guarded", reason=report.guard)
-        log.info("scan.done", folder=folder.key, prefix=prefix or None, new=report.new,
-                 changed=report.changed, gone=report.gone, gone_held=report.gone_held,
-                 guard=report.guard, unreadable=len(report.unreadable_dirs))
+        log.info(
+            "scan.done",
+            folder=folder.key,
+            prefix=prefix or None,
+            new=report.new,
+            changed=report.changed,
+            gone=report.gone,
+            gone_held=report.gone_held,
+            guard=report.guard,
+            unreadable=len(report.unreadable_dirs),
+        )
         return report
 
-    def _queue(self, folder: FolderConfig, diffs: Iterator[plan.Difference],
-               report: ScanReport) -> None:
+    def _queue(
+        self, folder: FolderConfig, diffs: Iterator[plan.Difference], report: ScanReport
+    ) -> None:
         """Queue findings in batches; gone files wait until their count is known."""
         ledger = self.ctx.ledger
         gone: list[str] = []

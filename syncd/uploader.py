@@ -14,85 +14,21 @@ from __future__ import annotations
 
 import json
 import os
-import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import structlog
 
-from syncd import hashing, imaging, plan, scanner
-from syncd.api import AssetsClient
-from syncd.breaker import Breaker
+from syncd import hashing, imaging, plan
 from syncd.config import FolderConfig
-from syncd.errors import (
-    ApiError,
-    AuthError,
-    FileChanged,
-    FileProblem,
-    OutcomeUnknown,
-    PermanentError,
-    RateLimited,
-    StaleAttempt,
-    TransientError,
-)
-from syncd.ledger import Ledger
+from syncd.context import ROOT_RETRY_SECONDS, Context, api_retry
+from syncd.errors import ApiError, FileChanged, FileProblem, PermanentError, StaleAttempt
 from syncd.model import FileStat, Job, JobState, RemoteAsset, identity_tag
-from syncd.tags import Rules, asset_name, folder_tags
+from syncd.tags import asset_name, folder_tags
 
 log = structlog.get_logger(__name__)
 
 READ_LIMIT = 512 * 1024 * 1024
-ROOT_RETRY_SECONDS = 30.0
-
-
-@dataclass
-class Context:
-    """What the workflows share; built once by the daemon."""
-
-    ledger: Ledger
-    client: AssetsClient
-    folders: Mapping[str, FolderConfig]
-    rules: Mapping[str, Rules]
-    breaker: Breaker
-    identity_tag: bool = True
-    clock: Callable[[], float] = field(default=lambda: 0.0)
-    rand: Callable[[], float] = field(default=random.random)
-
-    def root_problem(self, folder: FolderConfig) -> str | None:
-        """Why deletions must not be mirrored for this folder now, or None."""
-        row = self.ledger.store.folder_row(folder.key) or {}
-        health = scanner.root_health(folder.path, expected_dev=row.get("dev"))
-        if not health.ok:
-            if row.get("approved") and health.reason and "device" in health.reason:
-                return None
-            return health.reason or "root unavailable"
-        # One tracked file leaving an empty root is an ordinary last deletion; several
-        # vanishing with the root left empty is what an unmounted drive looks like.
-        if (
-            not row.get("approved")
-            and self.ledger.store.tracked_count(folder.key) > 1
-            and scanner.is_empty(folder.path, self.rules[folder.key])
-        ):
-            return "root is empty where files were tracked (unmounted?)"
-        return None
-
-
-def api_retry(ctx: Context, job: Job, exc: ApiError) -> None:
-    """Put a job back after an API failure, feeding the breaker; never drops it."""
-    now = ctx.clock()
-    if isinstance(exc, AuthError):
-        ctx.breaker.auth_rejected(now, str(exc))
-        ctx.ledger.retry_later(job, 30.0, f"paused: the API key is not accepted ({exc})")
-        return
-    retry_after = getattr(exc, "retry_after", None)
-    if isinstance(exc, (TransientError, RateLimited)):
-        ctx.breaker.failure(now, str(exc), retry_after)
-    delay = plan.retry_delay(job.attempt, retry_after, ctx.rand())
-    if isinstance(exc, OutcomeUnknown):
-        delay = min(delay, 2.0)
-    ctx.ledger.retry_later(job, delay, f"{type(exc).__name__}: {exc}")
 
 
 class FileWorkflow:
@@ -143,10 +79,19 @@ class FileWorkflow:
             sha = tracked.sha256
         try:
             if sha is None:
-                imaging.check_header(_head(path), stat.size, path.name,
-                                     oversize=folder.oversize, convert=folder.convert)
+                imaging.check_header(
+                    _head(path),
+                    stat.size,
+                    path.name,
+                    oversize=folder.oversize,
+                    convert=folder.convert,
+                )
                 moved = ctx.ledger.store.find_moved(folder.key, stat)
-                if moved and moved.relpath != job.relpath and not (folder.path / moved.relpath).exists():
+                if (
+                    moved
+                    and moved.relpath != job.relpath
+                    and not (folder.path / moved.relpath).exists()
+                ):
                     sha = moved.sha256
                 else:
                     sha, stat = hashing.sha256_file(path)
@@ -163,8 +108,15 @@ class FileWorkflow:
         assert sha is not None
         tags = folder_tags(job.relpath, folder.tags)
         linked = ctx.ledger.file_linked(job, stat, sha, tags, asset_name(job.relpath))
-        log.info("file.linked", folder=folder.key, path=job.relpath, sha256=sha[:12],
-                 tags=list(tags), queued_upload=linked.queued_upload, asset_id=linked.asset_id)
+        log.info(
+            "file.linked",
+            folder=folder.key,
+            path=job.relpath,
+            sha256=sha[:12],
+            tags=list(tags),
+            queued_upload=linked.queued_upload,
+            asset_id=linked.asset_id,
+        )
 
 
 class UploadWorkflow:
@@ -188,8 +140,9 @@ class UploadWorkflow:
             return
         folder, relpath, data = source
         try:
-            prepared = imaging.prepare(data, Path(relpath).name, oversize=folder.oversize,
-                                       convert=folder.convert)
+            prepared = imaging.prepare(
+                data, Path(relpath).name, oversize=folder.oversize, convert=folder.convert
+            )
         except FileProblem as exc:
             ctx.ledger.store.transition(job, JobState.FAILED, reason=exc.reason)
             log.warning("upload.failed", folder=folder.key, path=relpath, reason=exc.reason)
@@ -197,7 +150,7 @@ class UploadWorkflow:
         tags = list(json.loads(asset["tags"]))
         if ctx.identity_tag:
             tags.append(identity_tag(asset["sha256"]))
-        self._send(job, folder, relpath, asset, prepared, tags)
+        self._send(job, folder, relpath, asset, prepared=prepared, tags=tags)
 
     def _read_source(self, job: Job, sha: str) -> tuple[FolderConfig, str, bytes] | None:
         """The bytes of a tracked copy whose hash still matches; stale copies are re-queued."""
@@ -208,8 +161,9 @@ class UploadWorkflow:
             if folder is None:
                 continue
             try:
-                data = hashing.read_bytes_checked(folder.path / row["relpath"], sha,
-                                                  limit=READ_LIMIT)
+                data = hashing.read_bytes_checked(
+                    folder.path / row["relpath"], sha, limit=READ_LIMIT
+                )
             except (OSError, FileProblem):
                 ctx.ledger.enqueue_paths(folder.key, [row["relpath"]])
                 continue
@@ -217,8 +171,16 @@ class UploadWorkflow:
         ctx.ledger.retry_later(job, 5.0, "no readable copy of the file right now")
         return None
 
-    def _send(self, job: Job, folder: FolderConfig, relpath: str, asset: dict[str, object],
-              prepared: imaging.Prepared, tags: list[str]) -> None:
+    def _send(
+        self,
+        job: Job,
+        folder: FolderConfig,
+        relpath: str,
+        asset: dict[str, object],
+        *,
+        prepared: imaging.Prepared,
+        tags: list[str],
+    ) -> None:
         ctx = self.ctx
         name = str(asset["name"])
         started = ctx.clock()
@@ -228,17 +190,27 @@ class UploadWorkflow:
                 remote = self._reconcile(job, name, tags, len(prepared.data))
             adopted = remote is not None
             if remote is None:
-                remote = ctx.client.upload(prepared.data, filename=prepared.filename,
-                                           content_type=prepared.content_type, name=name,
-                                           tags=tags)
+                remote = ctx.client.upload(
+                    prepared.data,
+                    filename=prepared.filename,
+                    content_type=prepared.content_type,
+                    name=name,
+                    tags=tags,
+                )
         except PermanentError as exc:
             ctx.ledger.store.transition(job, JobState.FAILED, reason=f"rejected by the API: {exc}")
             log.warning("upload.failed", folder=folder.key, path=relpath, reason=str(exc))
             return
         except ApiError as exc:
             api_retry(ctx, job, exc)
-            log.warning("upload.retry", folder=folder.key, path=relpath,
-                        error=type(exc).__name__, detail=str(exc), attempt=job.attempt)
+            log.warning(
+                "upload.retry",
+                folder=folder.key,
+                path=relpath,
+                error=type(exc).__name__,
+                detail=str(exc),
+                attempt=job.attempt,
+            )
             return
         ctx.breaker.success()
         try:
@@ -246,9 +218,17 @@ class UploadWorkflow:
         except StaleAttempt:
             log.warning("upload.stale", path=relpath, asset_id=remote.asset_id)
             return
-        log.info("upload.done", folder=folder.key, path=relpath, asset_id=remote.asset_id,
-                 tags=tags, bytes=len(prepared.data), adopted=adopted,
-                 duration=round(ctx.clock() - started, 3), adapted=prepared.adapted)
+        log.info(
+            "upload.done",
+            folder=folder.key,
+            path=relpath,
+            asset_id=remote.asset_id,
+            tags=tags,
+            bytes=len(prepared.data),
+            adopted=adopted,
+            duration=round(ctx.clock() - started, 3),
+            adapted=prepared.adapted,
+        )
 
     def _reconcile(self, job: Job, name: str, tags: list[str], size: int) -> RemoteAsset | None:
         """Did an earlier attempt's POST get through? Look, and adopt what it made."""
@@ -259,13 +239,19 @@ class UploadWorkflow:
             candidates = ctx.client.iter_assets(tag=tags[0] if tags else None)
         for remote in candidates:
             created = _epoch(remote.created_at)
-            if not plan.matches_intent(remote, name=name, tags=tags, since=job.intent_at,
-                                       created_at=created if not ctx.identity_tag else None):
+            if not plan.matches_intent(
+                remote,
+                name=name,
+                tags=tags,
+                since=job.intent_at,
+                created_at=created if not ctx.identity_tag else None,
+            ):
                 continue
             if not ctx.identity_tag:
                 full = ctx.client.get(remote.asset_id)
-                if not plan.matches_intent(full, name=name, tags=tags, file_size=full.file_size,
-                                           size=size):
+                if not plan.matches_intent(
+                    full, name=name, tags=tags, file_size=full.file_size, size=size
+                ):
                     continue
             log.info("upload.adopt", asset_id=remote.asset_id, name=name)
             return remote

@@ -171,35 +171,51 @@ class _Handler(FileSystemEventHandler):
         return [FsEvent(self.folder, EventKind.MOVED, src, dest_relpath=dest, is_dir=is_dir)]
 
 
-class _Guard:
-    """Decides where inotify watches may go, counts them, and reports lost events."""
+class _GuardedFD:
+    """What the inotify emitter takes for its inotify instance: the real one, guarded.
+
+    It refuses watches in ignored folders (watchdog skips a subfolder whose watch fails),
+    keeps this folder within ``max_watches``, and taps the overflow and watch-limit news.
+    """
 
     def __init__(
-        self, paths: _Paths, max_watches: int | None, trouble: Callable[[str], None]
+        self, fd: Any, paths: _Paths, max_watches: int | None, trouble: Callable[[str], None]
     ) -> None:
-        self.paths = paths
-        self.max_watches = max_watches
-        self.trouble = trouble
+        self.fd = fd
         self.limit_hit = False
+        self._paths = paths
+        self._max_watches = max_watches
+        self._trouble = trouble
+        self._taps: dict[int, _Tap] = {}
         self._watches: set[int] = set()
         self._lock = threading.Lock()
 
-    def admit(self, path: bytes) -> None:
-        """Raise OSError for a path that gets no watch (watchdog then goes on without it)."""
-        rel = self.paths.rel(path)
-        if rel and self.paths.skips(rel, is_dir=True):
+    def add_callback(self, path: bytes, mask: int, callback: Any, id_: int) -> int:
+        rel = self._paths.rel(path)
+        if rel and self._paths.skips(rel, is_dir=True):
             raise OSError(errno.EPERM, "ignored folder: not watched", os.fsdecode(path))
         with self._lock:
-            full = self.max_watches is not None and len(self._watches) >= self.max_watches
+            full = self._max_watches is not None and len(self._watches) >= self._max_watches
         if full:
             self.reached_limit(path)
             raise OSError(errno.ENOSPC, "watch budget of this folder reached", os.fsdecode(path))
-
-    def added(self, wd: int) -> None:
+        tap = self._taps.setdefault(id_, _Tap(callback, self))
+        try:
+            wd: int = self.fd.add_callback(path, mask, tap, id_)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                self.reached_limit(path)
+            raise
         with self._lock:
             self._watches.add(wd)
+        return wd
 
-    def removed(self, wd: int) -> None:
+    def remove_callbacks(self, callbacks: list[tuple[int, int]]) -> None:
+        self.fd.remove_callbacks(callbacks)
+        for wd, _ in callbacks:
+            self.forget(wd)
+
+    def forget(self, wd: int) -> None:
         with self._lock:
             self._watches.discard(wd)
 
@@ -211,17 +227,17 @@ class _Guard:
                 path=printable(os.fsdecode(path)),
                 hint="raise fs.inotify.max_user_watches, or set polling = true for this folder",
             )
-            self.trouble("watch limit")
+            self._trouble("watch limit")
 
     def overflowed(self) -> None:
-        log.warning("watcher.queue_overflow", root=self.paths.root)
-        self.trouble("inotify queue overflow")
+        log.warning("watcher.queue_overflow", root=self._paths.root)
+        self._trouble("inotify queue overflow")
 
 
 class _Tap:
-    """Sits between watchdog's inotify reader and one watch group, to hear overflows."""
+    """Stands in for one watch group at the inotify reader, to hear what it hears."""
 
-    def __init__(self, group: Any, guard: _Guard) -> None:
+    def __init__(self, group: Any, guard: _GuardedFD) -> None:
         self._group = group
         self._guard = guard
 
@@ -229,7 +245,7 @@ class _Tap:
         self._group.on_event(event)
 
     def on_watch_deleted(self, wd: int) -> None:
-        self._guard.removed(wd)
+        self._guard.forget(wd)
         self._group.on_watch_deleted(wd)
 
     def on_queue_overflow(self) -> None:
@@ -237,33 +253,7 @@ class _Tap:
         self._group.on_queue_overflow()
 
 
-class _GuardedFD:
-    """What the inotify emitter takes for its inotify instance: the real one, guarded."""
-
-    def __init__(self, fd: Any, guard: _Guard) -> None:
-        self._fd = fd
-        self._guard = guard
-        self._taps: dict[int, _Tap] = {}
-
-    def add_callback(self, path: bytes, mask: int, callback: Any, id_: int) -> int:
-        self._guard.admit(path)
-        tap = self._taps.setdefault(id_, _Tap(callback, self._guard))
-        try:
-            wd: int = self._fd.add_callback(path, mask, tap, id_)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                self._guard.reached_limit(path)
-            raise
-        self._guard.added(wd)
-        return wd
-
-    def remove_callbacks(self, callbacks: list[tuple[int, int]]) -> None:
-        self._fd.remove_callbacks(callbacks)
-        for wd, _ in callbacks:
-            self._guard.removed(wd)
-
-
-def _inotify_observer(guard: _Guard) -> BaseObserver:
+def _inotify_observer(guard: Callable[[Any], _GuardedFD]) -> BaseObserver:
     """An inotify observer with its own inotify instance, seen through the guard."""
     from watchdog.observers.inotify import InotifyEmitter  # noqa: PLC0415 - Linux only
     from watchdog.observers.inotify_c import InotifyFD  # noqa: PLC0415 - Linux only
@@ -272,8 +262,7 @@ def _inotify_observer(guard: _Guard) -> BaseObserver:
         def __init__(self) -> None:
             self.inotify_fd = InotifyFD()
             self.inotify_fd.start()
-            guarded = _GuardedFD(self.inotify_fd, guard)
-            super().__init__(InotifyEmitter, inotify_fd=guarded)
+            super().__init__(InotifyEmitter, inotify_fd=guard(self.inotify_fd))
 
         def on_thread_stop(self) -> None:
             super().on_thread_stop()
@@ -324,14 +313,13 @@ class FolderWatcher:
     ) -> None:
         self.folder_key = folder_key
         self._paths = _Paths(root, rules)
-        self._sink = sink
         self._polling = polling or sys.platform != "linux"
         self._poll_interval = poll_interval
         self._max_watches = max_watches
         self._observer: BaseObserver | None = None
         self._watch: ObservedWatch | None = None
         self._handler = _Handler(folder_key, self._paths, sink)
-        self._guard = _Guard(self._paths, max_watches, self._trouble)
+        self._guard: _GuardedFD | None = None
         self._mode: Mode = "polling" if self._polling else "inotify"
 
     @property
@@ -352,17 +340,22 @@ class FolderWatcher:
             return False
         self._paths.identity = (st.st_dev, st.st_ino)
         self._handler.gone = False
+        self._guard = None
+        self._mode = "polling" if self._polling else "inotify"
         if self._polling:
             return self._launch(lambda: _polling_observer(self._paths, self._poll_interval))
         return self._start_inotify()
 
+    def _guarded(self, fd: Any) -> _GuardedFD:
+        self._guard = _GuardedFD(fd, self._paths, self._max_watches, self._trouble)
+        return self._guard
+
     def _start_inotify(self) -> bool:
-        self._guard = _Guard(self._paths, self._max_watches, self._trouble)
         try:
-            started = self._launch(lambda: _inotify_observer(self._guard), fallible=True)
+            started = self._launch(lambda: _inotify_observer(self._guarded), fallible=True)
         except OSError as exc:
             return self._fall_back(exc.strerror or str(exc))
-        if started and self._guard.limit_hit:
+        if started and self._guard is not None and self._guard.limit_hit:
             self.stop()
             return self._fall_back("inotify watch limit reached")
         return started
@@ -395,6 +388,10 @@ class FolderWatcher:
                 raise
             log.warning("watcher.start_failed", folder=self.folder_key, error=exc.strerror)
             return False
+        except BaseException:
+            self._observer = None
+            _halt(observer)
+            raise
         log.info("watcher.started", folder=self.folder_key, mode=self._mode)
         return True
 
@@ -416,7 +413,7 @@ class FolderWatcher:
         observer = self._observer
         if observer is None or self._handler.gone:
             return False
-        if self._mode == "inotify" and self._guard.limit_hit:
+        if self._mode == "inotify" and self._guard is not None and self._guard.limit_hit:
             return False
         if not observer.is_alive() or not all(e.is_alive() for e in list(observer.emitters)):
             return False

@@ -25,7 +25,9 @@ def start(conf: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "syncd", "run", "-c", str(conf)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
 
 
@@ -60,8 +62,16 @@ def test_kill_9_under_faults_loses_and_duplicates_nothing(tmp_path: Path, emulat
         path.write_bytes(image_bytes(i - (i % 40 == 39) * 4))
     emulator.set_faults(Faults(error_rate=0.2, ambiguous_rate=0.2, seed=rng.randrange(1 << 30)))
     conf = tmp_path / "syncd.toml"
-    conf.write_text(config_text(emulator.base_url, [hot], tmp_path / "state.db", tags=["crash"],
-                                settle=0.0, concurrency=4))
+    conf.write_text(
+        config_text(
+            emulator.base_url,
+            [hot],
+            tmp_path / "state.db",
+            tags=["crash"],
+            settle=0.0,
+            concurrency=4,
+        )
+    )
     log = tmp_path / "daemon.log"
     want = expected_pairs(hot)
     kills = 0
@@ -69,16 +79,24 @@ def test_kill_9_under_faults_loses_and_duplicates_nothing(tmp_path: Path, emulat
         proc = start(conf, log)
         # Kill once some, but not all, of the work has happened.
         target = rng.randrange(5, len(want) - 20)
-        wait_until(lambda t=target: sum(library_pairs(emulator).values()) >= t, 120,
-                   interval=0.01, message=f"{target} assets before a kill")
+        wait_until(
+            lambda t=target: sum(library_pairs(emulator).values()) >= t,
+            120,
+            interval=0.01,
+            message=f"{target} assets before a kill",
+        )
         time.sleep(rng.random() * 0.2)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         kills += 1
     proc = start(conf, log)
     try:
-        wait_until(lambda: set(library_pairs(emulator)) == set(want), 240, interval=0.2,
-                   message="the library holding every (content, tags) pair")
+        wait_until(
+            lambda: set(library_pairs(emulator)) == set(want),
+            240,
+            interval=0.2,
+            message="the library holding every (content, tags) pair",
+        )
         emulator.set_faults(Faults())
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
@@ -90,8 +108,10 @@ def test_kill_9_under_faults_loses_and_duplicates_nothing(tmp_path: Path, emulat
     missing = len(set(want) - set(got))
     extra = len(set(got) - set(want))
     stats = emulator.stats()
-    print(f"\ncrash test: runs={kills + 1} kills={kills} files={FILES} pairs={len(want)} "
-          f"requests={sum(stats['requests'].values())} posts="
-          f"{stats['requests'].get('POST /v1/training-asset', 0)} faults={stats['faults']} "
-          f"duplicates={duplicates} missing={missing} extra={extra}")
+    print(
+        f"\ncrash test: runs={kills + 1} kills={kills} files={FILES} pairs={len(want)} "
+        f"requests={sum(stats['requests'].values())} posts="
+        f"{stats['requests'].get('POST /v1/training-asset', 0)} faults={stats['faults']} "
+        f"duplicates={duplicates} missing={missing} extra={extra}"
+    )
     assert (duplicates, missing, extra) == (0, 0, 0)

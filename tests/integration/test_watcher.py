@@ -298,7 +298,7 @@ def test_inotify_queue_overflow_asks_for_a_rescan(root: Path, start_watcher: Fac
     watcher, events = start_watcher()
     # The kernel cannot be made to overflow on demand without a system-wide sysctl, so
     # hand the real inotify reader the overflow record the kernel would send (wd -1).
-    reader = watcher._observer.inotify_fd  # type: ignore[union-attr]  # noqa: SLF001
+    reader = watcher._observer.inotify_fd  # type: ignore[union-attr]
     reader.handle_event(InotifyEvent(WatchDescriptor(-1), InotifyConstants.IN_Q_OVERFLOW, 0, b""))
     events.wait_event(K.RESCAN)
     events.barrier(root)

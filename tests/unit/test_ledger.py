@@ -9,7 +9,7 @@ import pytest
 
 from syncd.config import FolderConfig
 from syncd.ledger import Ledger
-from syncd.model import FileStat, FsEvent, EventKind, Job, JobKind, JobState, RemoteAsset
+from syncd.model import EventKind, FileStat, FsEvent, Job, JobKind, JobState, RemoteAsset
 from syncd.store import Store
 
 SHA_A = "a" * 64
