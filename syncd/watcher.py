@@ -35,16 +35,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-from watchdog.events import (
-    EVENT_TYPE_ATTRIB,
-    EVENT_TYPE_CLOSED,
-    EVENT_TYPE_CREATED,
-    EVENT_TYPE_DELETED,
-    EVENT_TYPE_MODIFIED,
-    EVENT_TYPE_MOVED,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
+from watchdog import events as wde
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserverVFS
 
@@ -58,6 +50,17 @@ Mode = Literal["inotify", "polling"]
 
 _JOIN_SECONDS = 5.0
 _LIMIT_ERRNOS = frozenset({errno.ENOSPC, errno.EMFILE})
+
+# A file's content or metadata changed, or a writer closed it ("settled, maybe"): MODIFIED.
+# Folder "modified" events only echo changes of their entries, and opens are noise.
+_FILE_KINDS = {
+    wde.EVENT_TYPE_CREATED: EventKind.CREATED,
+    wde.EVENT_TYPE_DELETED: EventKind.DELETED,
+    wde.EVENT_TYPE_MODIFIED: EventKind.MODIFIED,
+    wde.EVENT_TYPE_ATTRIB: EventKind.MODIFIED,
+    wde.EVENT_TYPE_CLOSED: EventKind.MODIFIED,
+}
+_DIR_KINDS = {wde.EVENT_TYPE_CREATED: EventKind.CREATED, wde.EVENT_TYPE_DELETED: EventKind.DELETED}
 
 
 class _RescanEvent(FileSystemEvent):
@@ -126,49 +129,37 @@ class _Handler(FileSystemEventHandler):
                 log.exception("watcher.rescan_failed", folder=self.folder)
 
     def _translate(self, event: FileSystemEvent) -> list[FsEvent]:
-        if self.gone:
+        src = self.paths.rel(event.src_path)
+        if self.gone or src is None:
             return []
         if isinstance(event, _RescanEvent):
             return [FsEvent(self.folder, EventKind.RESCAN)]
-        src = self.paths.rel(event.src_path)
-        if src is None:
-            return []
-        kind = event.event_type
-        if kind in (EVENT_TYPE_DELETED, EVENT_TYPE_MOVED) and (
+        kind, is_dir = event.event_type, event.is_directory
+        if kind in (wde.EVENT_TYPE_DELETED, wde.EVENT_TYPE_MOVED) and (
             src == "" or not self.paths.root_intact()
         ):
-            return self._root_gone()
-        if kind == EVENT_TYPE_MOVED:
-            return self._moved(src, self.paths.rel(event.dest_path), is_dir=event.is_directory)
-        return self._simple(kind, src, is_dir=event.is_directory)
-
-    def _root_gone(self) -> list[FsEvent]:
-        self.gone = True
-        log.warning("watcher.root_gone", folder=self.folder)
-        return [FsEvent(self.folder, EventKind.ROOT_GONE)]
-
-    def _simple(self, kind: str, src: str, *, is_dir: bool) -> list[FsEvent]:
-        if not src or self.paths.skips(src, is_dir=is_dir):
-            return []
-        if kind == EVENT_TYPE_CREATED:
-            return [FsEvent(self.folder, EventKind.CREATED, src, is_dir=is_dir)]
-        if kind == EVENT_TYPE_DELETED:
-            return [FsEvent(self.folder, EventKind.DELETED, src, is_dir=is_dir)]
-        # A file's content or metadata changed, or a writer closed it ("settled, maybe").
-        # Folder "modified" events only echo changes of their entries: dropped.
-        if not is_dir and kind in (EVENT_TYPE_MODIFIED, EVENT_TYPE_ATTRIB, EVENT_TYPE_CLOSED):
-            return [FsEvent(self.folder, EventKind.MODIFIED, src)]
-        return []
+            self.gone = True
+            log.warning("watcher.root_gone", folder=self.folder)
+            return [FsEvent(self.folder, EventKind.ROOT_GONE)]
+        if kind == wde.EVENT_TYPE_MOVED:
+            return self._moved(src, self.paths.rel(event.dest_path), is_dir=is_dir)
+        return self._simple(kind, src, is_dir=is_dir)
 
     def _moved(self, src: str, dest: str | None, *, is_dir: bool) -> list[FsEvent]:
-        """A rename; a side that is ignored or outside turns it into a create or a delete."""
-        if dest is None or not dest:
-            return self._simple(EVENT_TYPE_DELETED, src, is_dir=is_dir)
-        if self.paths.skips(dest, is_dir=is_dir):
-            return self._simple(EVENT_TYPE_DELETED, src, is_dir=is_dir)
+        """A rename; an ignored or outside destination makes it a deletion of the source."""
+        if not dest or self.paths.skips(dest, is_dir=is_dir):
+            return self._simple(wde.EVENT_TYPE_DELETED, src, is_dir=is_dir)
+        if not is_storable(src):
+            return self._simple(wde.EVENT_TYPE_CREATED, dest, is_dir=is_dir)
         # An ignored source (x.jpg.tmp renamed to x.jpg) still arrives as MOVED: the store
         # does not know the source, and a move from an unknown path is a create.
         return [FsEvent(self.folder, EventKind.MOVED, src, dest_relpath=dest, is_dir=is_dir)]
+
+    def _simple(self, kind: str, src: str, *, is_dir: bool) -> list[FsEvent]:
+        fs_kind = (_DIR_KINDS if is_dir else _FILE_KINDS).get(kind)
+        if fs_kind is None or not src or self.paths.skips(src, is_dir=is_dir):
+            return []
+        return [FsEvent(self.folder, fs_kind, src, is_dir=is_dir)]
 
 
 class _GuardedFD:

@@ -1,0 +1,303 @@
+"""What ``syncd status`` shows: gathered as a plain dict, then rendered for people.
+
+The dict is also the ``--json`` output, so its keys are a contract (the README lists
+them): add keys freely, never rename or drop one. It is gathered from a read-only view
+of the state database, which works while a daemon holds the database's lock, and never
+touches the API key.
+
+Whether a daemon runs is read from its heartbeat (``meta.heartbeat`` = ``"<epoch> <pid>"``,
+written every few seconds): it counts as running while the heartbeat is fresh and that
+process is alive. A stale heartbeat with a live pid is a daemon that has hung.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from syncd.config import Config, FolderConfig
+from syncd.ledger import Ledger
+from syncd.model import FINISHED, TRANSITIONS, Job, JobKind, JobState
+from syncd.store import Store
+
+#: How many held deletions and failures are listed by name (the counts are complete).
+HELD_SHOWN = 5
+FAILURES_SHOWN = 10
+
+Status = dict[str, Any]
+
+
+@contextlib.contextmanager
+def _readonly(path: Path) -> Iterator[Store]:
+    store = Store.open_readonly(path)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def collect(config: Config, *, now: float, stale_after: float) -> Status:
+    """Open the state database read-only (no lock) and gather the status."""
+    with _readonly(config.state.path) as store:
+        return gather(store, config.folders, now=now, stale_after=stale_after)
+
+
+def gather(
+    store: Store, folders: Sequence[FolderConfig], *, now: float, stale_after: float
+) -> Status:
+    """The status as plain JSON-able values; ``stale_after`` seconds make a heartbeat old."""
+    ledger = Ledger(store, {f.key: f for f in folders})
+    summary = ledger.summary()
+    counts = ledger.counts()
+    rejected = _epoch(store.get_meta("auth_rejected_since"))
+    return {
+        "state_path": str(store.path),
+        "daemon": _daemon(store.get_meta("heartbeat"), now, stale_after),
+        "jobs": {
+            str(kind): {str(s): counts.get(str(kind), {}).get(str(s), 0) for s in live_states(kind)}
+            for kind in JobKind
+        },
+        "tracked_files": summary["tracked_files"],
+        "assets": summary["assets"],
+        "problem_files": summary["problems"],
+        "held_deletions": {
+            "count": counts.get(str(JobKind.DELETE), {}).get(str(JobState.HELD), 0),
+            "items": [_held(ledger, job) for job in ledger.held(limit=HELD_SHOWN)],
+        },
+        "failures": {
+            "count": sum(c.get(str(JobState.FAILED), 0) for c in counts.values()),
+            "items": [_failure(ledger, job) for job in ledger.failures(limit=FAILURES_SHOWN)],
+        },
+        "last_upload": _iso(_epoch(store.get_meta("last_upload"))),
+        "api_key": {"rejected": rejected is not None, "rejected_since": _iso(rejected)},
+        "folders": [_folder(store, folder) for folder in folders],
+    }
+
+
+def live_states(kind: JobKind) -> list[JobState]:
+    """The states a job of ``kind`` can wait in, in the state machine's order."""
+    seen = {state for pair in TRANSITIONS[kind] for state in pair}
+    return [state for state in JobState if state in seen and state not in FINISHED]
+
+
+# --- the parts ---------------------------------------------------------------------------
+
+
+def _daemon(heartbeat: str | None, now: float, stale_after: float) -> dict[str, Any]:
+    beat, pid = _parse_heartbeat(heartbeat)
+    age = None if beat is None else round(max(0.0, now - beat), 1)
+    alive = pid is not None and pid_alive(pid)
+    return {
+        "running": bool(alive and age is not None and age <= stale_after),
+        "pid": pid,
+        "last_heartbeat": _iso(beat),
+        "heartbeat_age_seconds": age,
+        "process_alive": alive,
+    }
+
+
+def _parse_heartbeat(value: str | None) -> tuple[float | None, int | None]:
+    """``"<epoch> <pid>"``; anything else reads as no heartbeat at all."""
+    try:
+        beat, pid = (value or "").split()
+        return float(beat), int(pid)
+    except ValueError:
+        return None, None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one of another user's counts too)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _asset_name(ledger: Ledger, job: Job) -> tuple[str | None, list[str]]:
+    asset = ledger.asset(job.asset_key) if job.asset_key else None
+    if asset is None:
+        return None, []
+    return asset["name"], list(_tags(asset["tags"]))
+
+
+def _tags(text: str) -> Sequence[str]:
+    try:
+        tags = json.loads(text)
+    except ValueError:
+        return []
+    return [str(t) for t in tags] if isinstance(tags, list) else []
+
+
+def _held(ledger: Ledger, job: Job) -> dict[str, Any]:
+    name, tags = _asset_name(ledger, job)
+    return {"folder": job.folder, "name": name, "tags": tags, "reason": job.reason,
+            "since": _iso(job.updated_at)}
+
+
+def _failure(ledger: Ledger, job: Job) -> dict[str, Any]:
+    """A failed job by the path people know; an asset job borrows a file of its asset."""
+    name, _ = _asset_name(ledger, job)
+    path = job.relpath
+    if path is None and job.asset_key:
+        files = ledger.files_for_asset(job.asset_key, limit=1)
+        path = files[0]["relpath"] if files else None
+    return {"kind": str(job.kind), "folder": job.folder, "path": path, "name": name,
+            "reason": job.reason, "at": _iso(job.updated_at)}
+
+
+def _folder(store: Store, folder: FolderConfig) -> dict[str, Any]:
+    row = store.folder_row(folder.key) or {}
+    return {
+        "path": folder.key,
+        "health": row.get("health") or "unknown",
+        "reason": row.get("reason"),
+        "last_scan": _iso(row.get("last_scan")),
+        "polling": folder.polling,
+    }
+
+
+def _epoch(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- rendering for people ----------------------------------------------------------------
+
+#: Columns of the queue table: which state of each kind falls in which column.
+_COLUMNS: dict[str, dict[str, str]] = {
+    "queued": {"file": "pending", "upload": "pending", "delete": "waiting"},
+    "working": {"file": "hashing", "upload": "uploading", "delete": "deleting"},
+    "held": {"delete": "held"},
+    "failed": {"file": "failed", "upload": "failed", "delete": "failed"},
+}
+
+
+def render(status: Status, console: Console, *, now: float) -> None:
+    """The human table: the headline facts first, then what needs a person."""
+    console.print(f"[bold]syncd status[/] (state: {escape(status['state_path'])})")
+    facts = Table.grid(padding=(0, 2))
+    facts.add_row("daemon", _daemon_text(status["daemon"], now))
+    facts.add_row("API key", _key_text(status["api_key"], now))
+    facts.add_row("last upload", _when(status["last_upload"], now) or "never")
+    facts.add_row(
+        "library",
+        f"{status['tracked_files']} tracked files, {status['assets']} assets"
+        + (f", {status['problem_files']} files cannot be uploaded"
+           if status["problem_files"] else ""),
+    )
+    console.print(facts)
+    console.print(_queue_table(status["jobs"]))
+    console.print(_folders_table(status["folders"], now))
+    _render_held(status["held_deletions"], console)
+    _render_failures(status["failures"], console)
+
+
+def _daemon_text(daemon: dict[str, Any], now: float) -> str:
+    seen = _when(daemon["last_heartbeat"], now)
+    if daemon["running"]:
+        return f"[green]running[/] (pid {daemon['pid']}, heartbeat {seen})"
+    if daemon["process_alive"]:
+        return (f"[red]not answering[/] (pid {daemon['pid']} is alive, last heartbeat {seen}):"
+                " it may hang; restart it")
+    return "[yellow]not running[/]" + (f" (last seen {seen})" if seen else "")
+
+
+def _key_text(key: dict[str, Any], now: float) -> str:
+    if not key["rejected"]:
+        return "accepted (as far as the daemon last knew)"
+    return (f"[red]REJECTED[/] since {_when(key['rejected_since'], now)}: uploads and deletions"
+            " are paused, every job is kept; put a valid key in place (see `syncd check`)")
+
+
+def _queue_table(jobs: dict[str, dict[str, int]]) -> Table:
+    table = Table(title="queue", title_justify="left")
+    table.add_column("kind")
+    for column in _COLUMNS:
+        table.add_column(column, justify="right")
+    for kind, states in jobs.items():
+        cells = [str(states.get(_COLUMNS[c][kind], 0)) if kind in _COLUMNS[c] else "-"
+                 for c in _COLUMNS]
+        table.add_row(kind, *cells)
+    return table
+
+
+def _folders_table(folders: list[dict[str, Any]], now: float) -> Table:
+    table = Table(title="folders", title_justify="left")
+    for column in ("path", "health", "last scan", "reason"):
+        table.add_column(column)
+    colour = {"ok": "green", "unavailable": "red", "guarded": "yellow"}
+    for folder in folders:
+        health = folder["health"]
+        table.add_row(
+            escape(folder["path"]) + (" (polling)" if folder["polling"] else ""),
+            f"[{colour.get(health, 'white')}]{escape(health)}[/]",
+            _when(folder["last_scan"], now) or "never",
+            escape(folder["reason"] or ""),
+        )
+    return table
+
+
+def _render_held(held: dict[str, Any], console: Console) -> None:
+    if not held["count"]:
+        return
+    console.print(f"[yellow]{held['count']} deletion(s) held[/]: check the folder, then"
+                  " `syncd approve-deletes` lets them go")
+    for item in held["items"]:
+        line = f"  {item['folder']}: {item['name'] or '?'} - {item['reason']}"
+        console.print(escape(line))
+    _more(held, console)
+
+
+def _render_failures(failures: dict[str, Any], console: Console) -> None:
+    if not failures["count"]:
+        return
+    console.print(f"[red]{failures['count']} failed job(s)[/]: fix the file (a change re-queues"
+                  " it) or `syncd retry [PATH ...]`")
+    for item in failures["items"]:
+        where = item["path"] or item["name"] or "?"
+        console.print(escape(f"  {item['kind']} {item['folder']}/{where}: {item['reason']}"))
+    _more(failures, console)
+
+
+def _more(section: dict[str, Any], console: Console) -> None:
+    if section["count"] > len(section["items"]):
+        console.print(f"  ... and {section['count'] - len(section['items'])} more")
+
+
+def _when(iso: str | None, now: float) -> str | None:
+    """Local time and how long ago, for a UTC ISO timestamp from the status dict."""
+    if iso is None:
+        return None
+    moment = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    ago = max(0, int(now - moment.timestamp()))
+    local = moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return f"{local} ({_ago(ago)} ago)"
+
+
+def _ago(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
