@@ -154,6 +154,64 @@ def approve_deletes(config_path: Path | None, folder: str | None) -> None:
         click.echo(f"approved {count} held deletion(s)")
 
 
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object (its keys are listed in the README).")
+def status(config_path: Path | None, as_json: bool) -> None:
+    """Show the queue, held deletions, failures, folder health and whether the daemon runs."""
+    import json
+    import time
+
+    from rich.console import Console
+
+    from syncd import report
+    from syncd.daemon import Timers
+
+    with _errors():
+        config = load_config(config_path)
+        now = time.time()
+        data = report.collect(config, now=now, stale_after=3 * Timers().heartbeat)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        report.render(data, Console(highlight=False), now=now)
+
+
+@main.command()
+@config_option
+def check(config_path: Path | None) -> None:
+    """Check the config, folders, watch limit, state database and API key; say how to fix."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from syncd import checks
+
+    with _errors():
+        config = load_config(config_path)
+        findings = checks.run_all(config)
+    console = Console(highlight=False, soft_wrap=True)
+    marks = {"ok": "[green]ok[/]     ", "warning": "[yellow]warning[/]", "problem": "[red]PROBLEM[/]"}
+    console.print(f"{marks['ok']}  config   {escape(str(config.source))}")
+    for finding in findings:
+        console.print(f"{marks[finding.level]}  {finding.check:<8} {escape(finding.text)}")
+        if finding.fix:
+            console.print(f"{'':9}  fix: {escape(finding.fix)}")
+    sys.exit(EXIT_FAILED if checks.failed(findings) else 0)
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Stay up afterwards so you can drop files in (Ctrl-C).")
+@click.option("--seconds", type=click.FloatRange(min=0), default=None,
+              help="Stay up this many seconds afterwards, then clean up (with or without --keep).")
+def demo(keep: bool, seconds: float | None) -> None:
+    """A self-contained tour: emulator, hot folder, uploads, a deletion; no account, no network."""
+    from syncd import demo as tour
+
+    keep_for = seconds if seconds is not None else (float("inf") if keep else None)
+    sys.exit(tour.run(keep_for=keep_for))
+
+
 @contextmanager
 def _ledger(config_path: Path | None) -> Iterator[Any]:
     from syncd.ledger import Ledger

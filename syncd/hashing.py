@@ -53,9 +53,14 @@ def _reason(exc: OSError) -> str:
 
 
 def _open(path: Path) -> int:
-    """Open for reading; FileNotFoundError passes, the rest becomes FileProblem."""
+    """Open for reading; FileNotFoundError passes, the rest becomes FileProblem.
+
+    O_NONBLOCK: a named pipe called ``x.jpg`` must not block the worker until a writer
+    comes; it has no effect on regular files.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
     try:
-        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | os.O_NOCTTY)
+        return os.open(path, flags)
     except FileNotFoundError:
         raise
     except OSError as exc:

@@ -204,7 +204,7 @@ def render(status: Status, console: Console, *, now: float) -> None:
     facts.add_row(
         "library",
         f"{status['tracked_files']} tracked files, {status['assets']} assets"
-        + (f", {status['problem_files']} files cannot be uploaded"
+        + (f", {status['problem_files']} file(s) cannot be uploaded"
            if status["problem_files"] else ""),
     )
     console.print(facts)

@@ -1,25 +1,20 @@
 """Filesystem hints for one hot folder: watchdog events in, :class:`FsEvent` out.
 
-The watcher only *records*; the store and the planner decide. Three things matter more
-than any single event:
+The watcher only records; the store and the planner decide. What matters most:
 
-* The handler never raises. An exception inside a watchdog handler ends the observer's
-  thread and every later event with it, so each failure is logged and turned into a
-  ``RESCAN`` (the folder is compared with the store instead).
-* A root that goes away is one ``ROOT_GONE``, never a stream of per-file deletions: an
-  unmounted disk or a share outage must not read as "the user deleted everything".
-  Once it is sent the watcher stays silent and :meth:`FolderWatcher.alive` turns false.
-* Lost events are said out loud: an inotify queue overflow or the inotify watch limit
-  give ``RESCAN``; hitting the limit at start falls back to polling for that folder.
+* The handler never raises: an exception in a watchdog handler ends the observer's
+  thread and every later event, so each failure is logged and becomes a ``RESCAN``.
+* A root that goes away is one ``ROOT_GONE``, never per-file deletions (an unmounted
+  disk must not read as "the user deleted everything"); then the watcher is silent and
+  :meth:`FolderWatcher.alive` is false.
+* Lost events are said out loud: an inotify queue overflow or the watch limit give a
+  ``RESCAN``; the limit reached at start falls back to polling for that folder.
 
-No watch is placed inside an ignored folder (``@eaDir``, hidden folders, excludes): on
-Linux the inotify emitter is handed a guarded view of its inotify instance that refuses
-those paths. Directory events stand for their subtree: a folder created or moved in
-arrives as ``CREATED`` with ``is_dir=True`` (scan it; its files may or may not have
-their own events), a folder moved within the root as ``MOVED`` with ``is_dir=True``.
-
-Starting blocks while watchdog sets up: inotify walks the tree to place its watches,
-polling takes a first snapshot of it (both in the caller's thread).
+No watch is placed inside an ignored folder: the inotify emitter gets a guarded view of
+its inotify instance that refuses those paths. A folder created or moved in arrives as
+``CREATED`` with ``is_dir=True`` (scan it: its files may lack events of their own), a
+folder renamed within the root as ``MOVED`` with ``is_dir=True``. :meth:`start` blocks
+while watchdog walks the tree to place watches (inotify) or takes its first snapshot.
 """
 
 from __future__ import annotations
@@ -61,6 +56,20 @@ _FILE_KINDS = {
     wde.EVENT_TYPE_CLOSED: EventKind.MODIFIED,
 }
 _DIR_KINDS = {wde.EVENT_TYPE_CREATED: EventKind.CREATED, wde.EVENT_TYPE_DELETED: EventKind.DELETED}
+
+#: What the observer asks for. Leaving out opens and read-only closes keeps inotify from
+#: queueing two events for every file syncd itself hashes (and overflowing during a scan).
+_WANTED: list[type[FileSystemEvent]] = [
+    wde.FileCreatedEvent,
+    wde.DirCreatedEvent,
+    wde.FileDeletedEvent,
+    wde.DirDeletedEvent,
+    wde.FileMovedEvent,
+    wde.DirMovedEvent,
+    wde.FileModifiedEvent,
+    wde.FileAttribEvent,
+    wde.FileClosedEvent,
+]
 
 
 class _RescanEvent(FileSystemEvent):
@@ -369,7 +378,9 @@ class FolderWatcher:
         observer: BaseObserver | None = None
         try:
             observer = build()
-            self._watch = observer.schedule(self._handler, self._paths.root, recursive=True)
+            self._watch = observer.schedule(
+                self._handler, self._paths.root, recursive=True, event_filter=_WANTED
+            )
             self._observer = observer
             observer.start()
         except OSError as exc:

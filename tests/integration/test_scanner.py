@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import syncd
 from syncd.hashing import stat_of
 from syncd.scanner import Scan, is_empty, root_health, walk
 from syncd.tags import Rules
@@ -35,7 +36,7 @@ def _relpaths(scan: Scan) -> list[str]:
 
 def _skips(root: Path, rules: Rules = EVERYTHING) -> tuple[list[str], dict[str, str]]:
     skipped: dict[str, str] = {}
-    scan = walk(root, rules, on_skip=lambda rel, why: skipped.__setitem__(rel, why))
+    scan = walk(root, rules, on_skip=skipped.__setitem__)
     return _relpaths(scan), skipped
 
 
@@ -207,12 +208,14 @@ def _scan_unprivileged(root: Path) -> tuple[list[str], list[str]]:
     if os.geteuid() != 0:
         scan = walk(root, Rules())
         return _relpaths(scan), scan.unreadable_dirs
+    repo = Path(syncd.__file__).resolve().parent.parent  # the child imports this same syncd
     done = subprocess.run(
         [sys.executable, "-c", _SCAN_AS_NOBODY, str(root)],
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
+        env={**os.environ, "PYTHONPATH": str(repo)},
     )
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
     entries, unreadable = json.loads(line.removeprefix("RESULT "))
@@ -222,7 +225,8 @@ def _scan_unprivileged(root: Path) -> tuple[list[str], list[str]]:
 @pytest.fixture
 def world_readable_dir() -> Iterator[Path]:
     """A temp folder that an unprivileged user can reach (pytest's tmp_path is 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="syncd-scan-"))
+    parent = "/tmp" if Path("/tmp").is_dir() else None  # TMPDIR may sit below a 0700 home
+    base = Path(tempfile.mkdtemp(prefix="syncd-scan-", dir=parent))
     base.chmod(0o755)
     yield base
     for path in [base, *base.rglob("*")]:

@@ -117,6 +117,25 @@ def test_create_modify_delete(
     assert watcher.alive() is True
 
 
+def test_reading_a_file_gives_no_event(root: Path, start_watcher: Factory) -> None:
+    """Opening and reading a file (as syncd's own hashing does) is not a change."""
+    (root / "a.jpg").write_bytes(b"a")
+    _, events = start_watcher()
+    assert (root / "a.jpg").read_bytes() == b"a"
+    got = events.barrier(root)
+    assert _paths(got) == {"barrier.jpg"}
+
+
+def test_metadata_change_is_modified(
+    root: Path, start_watcher: Factory, mode_kwargs: dict[str, object]
+) -> None:
+    """A touch or chmod (a file made readable again) is MODIFIED: it may need a new look."""
+    (root / "a.jpg").write_bytes(b"a")
+    _, events = start_watcher(**mode_kwargs)
+    os.utime(root / "a.jpg", ns=(1_000_000_000, 1_000_000_000))
+    events.wait_event(K.MODIFIED, "a.jpg")
+
+
 def test_move_within_root(
     root: Path, start_watcher: Factory, mode_kwargs: dict[str, object]
 ) -> None:

@@ -223,7 +223,7 @@ def test_undecodable_names() -> None:
 
 
 segment = st.text(
-    alphabet=st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+    alphabet=st.characters(blacklist_characters="/\x00", blacklist_categories=["Cs"]),
     min_size=1,
     max_size=8,
 )
