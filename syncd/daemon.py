@@ -90,6 +90,7 @@ class Daemon:
         self.store: Store | None = None
         self.ctx: Context | None = None
         self._overflowed: set[str] = set()
+        self._gone_roots: set[str] = set()
         self._scanning = threading.Event()
         self._last_scan: dict[str, float] = {}
         self.busy = 0
@@ -345,6 +346,13 @@ class Daemon:
     def _ensure_watcher(self, folder: FolderConfig) -> None:
         """Start a watcher where none runs; replace a dead one (and rescan)."""
         watcher = self.watchers.get(folder.key)
+        if folder.key in self._gone_roots:
+            self._gone_roots.discard(folder.key)
+            if watcher is not None:
+                with contextlib.suppress(Exception):
+                    watcher.stop()
+                del self.watchers[folder.key]
+                watcher = None
         if watcher is not None and watcher.alive():
             return
         if watcher is not None:
@@ -378,10 +386,8 @@ class Daemon:
             self.store.set_folder(key, health="unavailable", reason=reason)
 
     def _root_gone(self, key: str) -> None:
-        watcher = self.watchers.pop(key, None)
-        if watcher is not None:
-            with contextlib.suppress(Exception):
-                watcher.stop()
+        """Heard on the recorder thread; the main loop retires the watcher."""
+        self._gone_roots.add(key)
         self._mark_unavailable(key, "root disappeared (unmounted?); holding")
 
     def _periodic_rescan(self, folder: FolderConfig) -> None:

@@ -168,7 +168,8 @@ class UploadWorkflow:
                 ctx.ledger.enqueue_paths(folder.key, [row["relpath"]])
                 continue
             return folder, row["relpath"], data
-        ctx.ledger.retry_later(job, 5.0, "no readable copy of the file right now")
+        delay = plan.backoff(job.attempt, base=5.0, jitter=ctx.rand())
+        ctx.ledger.retry_later(job, delay, "no readable copy of the file right now")
         return None
 
     def _send(
