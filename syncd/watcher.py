@@ -60,15 +60,9 @@ _DIR_KINDS = {wde.EVENT_TYPE_CREATED: EventKind.CREATED, wde.EVENT_TYPE_DELETED:
 #: What the observer asks for. Leaving out opens and read-only closes keeps inotify from
 #: queueing two events for every file syncd itself hashes (and overflowing during a scan).
 _WANTED: list[type[FileSystemEvent]] = [
-    wde.FileCreatedEvent,
-    wde.DirCreatedEvent,
-    wde.FileDeletedEvent,
-    wde.DirDeletedEvent,
-    wde.FileMovedEvent,
-    wde.DirMovedEvent,
-    wde.FileModifiedEvent,
-    wde.FileAttribEvent,
-    wde.FileClosedEvent,
+    *(wde.FileCreatedEvent, wde.FileDeletedEvent, wde.FileMovedEvent, wde.FileModifiedEvent),
+    *(wde.FileAttribEvent, wde.FileClosedEvent),
+    *(wde.DirCreatedEvent, wde.DirDeletedEvent, wde.DirMovedEvent),
 ]
 
 
@@ -296,6 +290,9 @@ def _polling_observer(paths: _Paths, interval: float) -> BaseObserver:
 class FolderWatcher:
     """One observer (and its few threads) for one hot folder; see the module docstring.
 
+    ``sink`` is called from the observer's thread only, one event at a time; it should
+    hand the event on quickly (a queue, a store insert), as stop() waits for it.
+
     ``max_watches`` caps the inotify watches this folder may take, so one huge tree
     falls back to polling instead of starving the other folders of the system's pool.
     """
@@ -324,6 +321,7 @@ class FolderWatcher:
 
     @property
     def mode(self) -> Mode:
+        """How events are found now: after a fallback this says "polling"."""
         return self._mode
 
     def start(self) -> bool:
@@ -383,17 +381,13 @@ class FolderWatcher:
             )
             self._observer = observer
             observer.start()
-        except OSError as exc:
+        except BaseException as exc:
             self._observer = None
             _halt(observer)
-            if fallible and exc.errno in _LIMIT_ERRNOS:
+            if not isinstance(exc, OSError) or (fallible and exc.errno in _LIMIT_ERRNOS):
                 raise
             log.warning("watcher.start_failed", folder=self.folder_key, error=exc.strerror)
             return False
-        except BaseException:
-            self._observer = None
-            _halt(observer)
-            raise
         log.info("watcher.started", folder=self.folder_key, mode=self._mode)
         return True
 

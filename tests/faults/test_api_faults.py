@@ -1,0 +1,493 @@
+"""The API misbehaving: 5xx bursts, 429, downtime, slow answers, lost answers, a revoked key
+and a gateway that refuses a file the client thought fine.
+
+Each case runs the real daemon in this process (real watcher, real SQLite, real HTTP over
+loopback to the emulator). The daemon's client sends through a :class:`Gateway`: a real
+HTTP transport that records every exchange (when, which asset, what came back) so a test
+can measure waits and count requests, and that can play a reverse proxy with a body limit.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from syncd import log
+from syncd.api import AssetsClient
+from syncd.config import Config, load, require_api_key
+from syncd.daemon import Daemon, Timers
+from syncd.emulator import EmulatorServer, Faults
+from syncd.model import identity_tag
+from tests.faults.conftest import FaultReport, pairs
+from tests.support import config_text, image_bytes, wait_until, write_image
+
+pytestmark = pytest.mark.faults
+
+POSTS = "POST /v1/training-asset"
+DELETES = "DELETE /v1/assets/{id}"
+_IDENTITY = re.compile(rb"sha256:[0-9a-f]{32}")
+
+
+# --- the gateway: real HTTP, recorded ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request as the daemon's client saw it go out and come back."""
+
+    started: float
+    ended: float
+    method: str
+    path: str
+    identity: str | None  # the identity tag the request is about (POST body or list filter)
+    status: int | None  # None: no answer (timeout, connection dropped)
+    thread: str
+
+
+class Gateway(httpx.BaseTransport):
+    """Forwards to the emulator over a real socket and records each exchange.
+
+    ``body_limit`` makes it answer 413 itself for larger bodies, as a reverse proxy in front
+    of the service does (nginx's ``client_max_body_size`` is 1 MiB unless raised).
+    """
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._lock = threading.Lock()
+        self.exchanges: list[Exchange] = []
+        self.body_limit: int | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.monotonic()
+        identity = _identity_of(request)
+        status: int | None = None
+        try:
+            limit = self.body_limit
+            if limit is not None and len(request.content) > limit:
+                response = httpx.Response(
+                    413, html=_PROXY_413, headers={"Server": "nginx"}, request=request
+                )
+            else:
+                response = self._inner.handle_request(request)
+            status = response.status_code
+            return response
+        finally:
+            with self._lock:
+                self.exchanges.append(
+                    Exchange(
+                        started,
+                        time.monotonic(),
+                        request.method,
+                        request.url.path,
+                        identity,
+                        status,
+                        threading.current_thread().name,
+                    )
+                )
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def snapshot(self) -> list[Exchange]:
+        with self._lock:
+            return list(self.exchanges)
+
+
+_PROXY_413 = (
+    "<html><head><title>413 Request Entity Too Large</title></head><body>"
+    "<center><h1>413 Request Entity Too Large</h1></center><hr><center>nginx</center>"
+    "</body></html>"
+)
+
+
+def _identity_of(request: httpx.Request) -> str | None:
+    if request.method == "POST":
+        found = _IDENTITY.search(request.read())
+        return found.group().decode() if found else None
+    tags = request.url.params.get("tags")
+    return tags if tags and tags.startswith("sha256:") else None
+
+
+# --- the daemon in process -------------------------------------------------------------
+
+
+@dataclass
+class Harness:
+    """A daemon on a thread whose client goes through a :class:`Gateway`."""
+
+    daemon: Daemon
+    thread: threading.Thread
+    emulator: EmulatorServer
+    gateway: Gateway
+    config: Config
+    config_path: Path
+    hot: Path
+    stopped: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def idle(self) -> bool:
+        assert self.daemon.ctx is not None
+        return self.daemon.ctx.ledger.outstanding() == 0 and self.daemon.busy == 0
+
+    def alive(self) -> bool:
+        return self.thread.is_alive() and all(t.is_alive() for t in self.daemon.threads)
+
+    def converge(self, want: set[tuple[str, tuple[str, ...]]], timeout: float = 30.0) -> None:
+        """Wait until the library holds every wanted pair and nothing is left to do."""
+        wait_until(
+            lambda: set(pairs(self.emulator)) >= want and self.idle(),
+            timeout,
+            interval=0.1,
+            message=f"{len(want)} (content, tags) pairs and an idle queue",
+        )
+
+    def jobs(self, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        assert self.daemon.store is not None
+        return self.daemon.store.query(f"SELECT * FROM jobs WHERE {where}", params)
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.daemon.request_stop()
+            self.thread.join(15)
+            self.daemon.stop()
+
+
+@pytest.fixture
+def hot(tmp_path: Path) -> Path:
+    path = tmp_path / "hot"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def harness(
+    tmp_path: Path, emulator: EmulatorServer, hot: Path
+) -> Iterator[Callable[..., Harness]]:
+    """Start (and at teardown stop) daemons on ``hot``; keyword arguments shape the config."""
+    made: list[Harness] = []
+
+    def start(*, edit: Callable[[str], str] = lambda text: text, **options: Any) -> Harness:
+        conf = tmp_path / f"syncd{len(made)}.toml"
+        text = config_text(emulator.base_url, [hot], tmp_path / "state.db", **options)
+        conf.write_text(edit(text))
+        conf.chmod(0o600)
+        config = load(conf)
+        gateway = Gateway()
+        client = AssetsClient(
+            config.api.base_url,
+            require_api_key(config),
+            timeout=config.api.timeout_seconds,
+            transport=gateway,
+        )
+        timers = Timers(tick=0.05, heartbeat=0.5, key_probe=0.3)
+        daemon = Daemon(config, client=client, timers=timers)
+        daemon.start()
+        thread = threading.Thread(target=daemon.run_forever, name="test-daemon", daemon=True)
+        thread.start()
+        wait_until(lambda: hot.as_posix() in daemon.watchers, 10, message="watcher started")
+        run = Harness(daemon, thread, emulator, gateway, config, conf, hot)
+        made.append(run)
+        return run
+
+    yield start
+    for run in made:
+        run.stop()
+
+
+# --- what the library must hold ---------------------------------------------------------
+
+
+def disk_pairs(hot: Path, tags: tuple[str, ...] = ("studio",)) -> set[tuple[str, tuple[str, ...]]]:
+    """One (content hash, folder tags) pair per distinct pair of the images on disk."""
+    import hashlib
+
+    found = set()
+    for path in hot.rglob("*"):
+        if path.is_file() and path.suffix in (".jpg", ".png") and not path.name.startswith("."):
+            rel = path.relative_to(hot)
+            folder_tags = tuple(dict.fromkeys((*tags, *rel.parts[:-1])))
+            found.add((hashlib.sha256(path.read_bytes()).hexdigest(), folder_tags))
+    return found
+
+
+def tally(emulator: EmulatorServer, want: set[tuple[str, tuple[str, ...]]]) -> tuple[int, int, int]:
+    """(duplicates, losses, extras) of the library against the wanted pairs."""
+    got = pairs(emulator)
+    duplicates = sum(n - 1 for n in got.values() if n > 1)
+    return duplicates, len(want - set(got)), len(set(got) - want)
+
+
+def make_files(hot: Path, count: int, *, first_seed: int = 0) -> None:
+    folders = ("", "red", "blue/dark")
+    for i in range(count):
+        write_image(hot / folders[i % len(folders)] / f"p{i:03d}.jpg", first_seed + i)
+
+
+def finish(
+    run: Harness, report: FaultReport, want: set[tuple[str, tuple[str, ...]]], note: str
+) -> None:
+    """The invariants every case ends on, then its row in the figures table."""
+    duplicates, losses, extras = tally(run.emulator, want)
+    assert run.alive(), "the daemon must survive the fault"
+    deletes = run.emulator.stats()["requests"].get(DELETES, 0)
+    report.record(run.emulator, duplicates=duplicates, losses=losses, note=note)
+    print(f"\n{report.case}: {note}; duplicates={duplicates} losses={losses} extras={extras}")
+    assert (duplicates, losses, extras) == (0, 0, 0)
+    assert deletes == 0, "nothing was deleted locally, so nothing may be deleted remotely"
+
+
+def status_json(config_path: Path) -> dict[str, Any]:
+    """What ``syncd status --json`` says, from another process, as an operator sees it."""
+    from syncd import cli
+
+    if "status" not in cli.main.commands:  # TEMP until the command lands
+        from syncd import report
+
+        return report.collect(load(config_path), now=time.time(), stale_after=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "syncd", "status", "--json", "-c", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    status: dict[str, Any] = json.loads(result.stdout)
+    return status
+
+
+# --- the cases -------------------------------------------------------------------------
+
+
+def test_5xx_bursts_upload_every_file_exactly_once(
+    harness, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+) -> None:
+    """Half the requests fail with 500/502/503 for a while: every file goes up exactly once."""
+    make_files(hot, 18)
+    want = disk_pairs(hot)
+    emulator.set_faults(Faults(error_rate=0.5, seed=101))
+    run = harness()
+    wait_until(
+        lambda: emulator.stats()["faults"]["error"] >= 12,
+        20,
+        message="a burst of injected 5xx answers",
+    )
+    emulator.set_faults(Faults())
+    run.converge(want)
+    stats = emulator.stats()
+    unknown = [e for e in run.gateway.snapshot() if e.method == "POST" and e.status in (500, 502)]
+    assert unknown, "some POSTs must have met a 5xx whose outcome is unknown"
+    finish(
+        run,
+        fault_report,
+        want,
+        f"5xx={stats['faults']['error']} posts={stats['requests'].get(POSTS, 0)} "
+        f"post_5xx={len(unknown)} files={len(want)}",
+    )
+
+
+def test_429_retry_after_is_honoured_between_attempts(
+    harness, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+) -> None:
+    """429 with Retry-After: 1: uploads complete and no attempt for an asset comes sooner."""
+    make_files(hot, 6, first_seed=200)
+    want = disk_pairs(hot)
+    emulator.set_faults(Faults(rate_limit_rate=0.5, retry_after=1, seed=202))
+    run = harness(concurrency=3)
+    run.converge(want, timeout=60)
+    emulator.set_faults(Faults())
+    by_asset: dict[str, list[Exchange]] = collections.defaultdict(list)
+    for exchange in run.gateway.snapshot():
+        if exchange.identity:
+            by_asset[exchange.identity].append(exchange)
+    gaps = []
+    for exchanges in by_asset.values():
+        exchanges.sort(key=lambda e: e.started)
+        gaps += [b.started - a.ended for a, b in zip(exchanges, exchanges[1:]) if a.status == 429]
+    limited = emulator.stats()["faults"]["rate_limit"]
+    assert len(gaps) >= 3, f"too few 429s followed by another attempt to judge ({gaps})"
+    # Clocks: the gateway reads monotonic time, the queue wall time; allow for the rounding.
+    assert min(gaps) >= 1.0 - 0.02, f"an attempt came {min(gaps):.3f}s after a 429"
+    finish(
+        run,
+        fault_report,
+        want,
+        f"429s={limited} retried={len(gaps)} min_wait={min(gaps):.2f}s (Retry-After 1s)",
+    )
+
+
+def test_downtime_is_probed_not_hammered_and_drops_nothing(
+    harness, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+) -> None:
+    """A 4 s outage with 30 queued uploads: few requests (breaker), then all files go up."""
+    make_files(hot, 30, first_seed=300)
+    want = disk_pairs(hot)
+    emulator.set_faults(Faults(down=True))
+    run = harness()
+    wait_until(
+        lambda: len(run.jobs("kind = 'upload' AND state IN ('pending', 'uploading')")) == 30,
+        15,
+        message="30 uploads queued behind the outage",
+    )
+    before = sum(emulator.stats()["requests"].values())
+    time.sleep(4.0)  # the outage persists: this is the span being measured
+    during = sum(emulator.stats()["requests"].values()) - before
+    emulator.set_faults(Faults())
+    run.converge(want, timeout=60)
+    # Two workers, four tries per call spaced 0.25-2 s apart, and the breaker opening after
+    # five failed calls: at most a few dozen requests, whatever the queue holds.
+    naive = 30 * 4
+    bound = 2 * 4 * 3
+    assert during <= bound, f"{during} requests during a 4 s outage (bound {bound})"
+    finish(
+        run,
+        fault_report,
+        want,
+        f"requests in 4s outage={during} (bound {bound}, naive {naive}) "
+        f"503s={emulator.stats()['faults']['down']}",
+    )
+
+
+def test_an_answer_that_never_came_is_reconciled_not_resent(
+    harness, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+) -> None:
+    """Answers slower than the timeout: the POST is an unknown outcome, adopted, never resent."""
+    make_files(hot, 4, first_seed=400)
+    want = disk_pairs(hot)
+    emulator.set_faults(Faults(latency=1.6))
+    run = harness(edit=lambda text: text.replace("timeout_seconds = 5", "timeout_seconds = 1"))
+
+    def timed_out_posts() -> list[Exchange]:
+        return [e for e in run.gateway.snapshot() if e.method == "POST" and e.status is None]
+
+    wait_until(lambda: len(timed_out_posts()) >= 2, 20, message="POSTs that timed out")
+    wait_until(lambda: len(emulator.assets()) >= 2, 10, message="the late POSTs stored")
+    emulator.set_faults(Faults())
+    run.converge(want)
+    lost = {e.identity for e in timed_out_posts()}
+    posts = collections.Counter(e.identity for e in run.gateway.snapshot() if e.method == "POST")
+    assert all(posts[identity] == 1 for identity in lost), "a timed-out POST was sent again"
+    finish(
+        run,
+        fault_report,
+        want,
+        f"timed_out_posts={len(timed_out_posts())} adopted={len(lost)} "
+        f"posts={sum(posts.values())} (timeout 1s, latency 1.6s)",
+    )
+
+
+def test_ambiguous_failures_neither_duplicate_nor_lose(
+    harness, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+) -> None:
+    """Half the requests are done and then cut off unanswered: no duplicate, no loss."""
+    make_files(hot, 15, first_seed=500)
+    want = disk_pairs(hot)
+    emulator.set_faults(Faults(ambiguous_rate=0.5, seed=505))
+    run = harness()
+    run.converge(want, timeout=60)
+    stats = emulator.stats()
+    emulator.set_faults(Faults())
+    assert stats["faults"]["ambiguous"] >= 5
+    finish(
+        run,
+        fault_report,
+        want,
+        f"dropped_answers={stats['faults']['ambiguous']} posts={stats['requests'].get(POSTS, 0)}",
+    )
+
+
+def test_a_revoked_key_pauses_quietly_and_a_new_key_file_resumes(
+    harness, hot: Path, tmp_path: Path, emulator: EmulatorServer, fault_report: FaultReport
+) -> None:
+    """401 after rotation: uploads pause (few probes), status says so; a new key file resumes."""
+    old, new = "old-key-7f3c9a2e51", "new-key-b84d06f1c7"
+    emulator.set_api_key(old)
+    key_file = tmp_path / "api_key"
+    key_file.write_text(old + "\n")
+    key_file.chmod(0o600)
+    logs = io.StringIO()
+    run = harness(
+        api_key="inline-unused",
+        edit=lambda text: text.replace(
+            'api_key = "inline-unused"', f'api_key_file = "{key_file}"'
+        ),
+    )
+    log.configure("debug", "json", stream=logs)
+    log.add_secret(run.config.api.api_key.reveal)  # as `syncd run` does
+    make_files(hot, 2, first_seed=600)
+    run.converge(disk_pairs(hot))
+    emulator.set_api_key(new)
+    make_files(hot, 6, first_seed=600)
+    assert run.daemon.store is not None
+    wait_until(
+        lambda: run.daemon.store.get_meta("auth_rejected_since"),  # type: ignore[union-attr]
+        15,
+        message="the daemon noticing the rejected key",
+    )
+    requests = emulator.stats()["requests"]
+    time.sleep(2.0)  # the pause persists; the daemon must not spin meanwhile
+    during = {k: v - requests.get(k, 0) for k, v in emulator.stats()["requests"].items()}
+    assert status_json(run.config_path)["api_key"]["rejected"] is True
+    queued = run.jobs("kind = 'upload' AND state = 'pending'")
+    assert len(queued) == 4, f"every upload stays queued while paused: {queued}"
+    key_file.write_text(new + "\n")  # in place, no restart
+    run.converge(disk_pairs(hot), timeout=30)
+    text = logs.getvalue()
+    assert "api.key_rejected" in text or "AuthError" in text, "the pause must be logged"
+    assert old not in text and new not in text, "the API key appeared in the log"
+    finish(
+        run,
+        fault_report,
+        disk_pairs(hot),
+        f"requests during 2s pause={sum(during.values())} posts={during.get(POSTS, 0)} "
+        f"(probe every 0.3s)",
+    )
+    assert during.get(POSTS, 0) == 0
+    assert sum(during.values()) <= 2.0 / 0.3 + 2
+
+
+def test_a_file_the_gateway_refuses_fails_visibly_and_retry_requeues_it(
+    harness, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+) -> None:
+    """413 from a proxy for a file syncd thought fine: failed with the reason; retry sends it."""
+    make_files(hot, 3, first_seed=700)
+    big = hot / "big.jpg"
+    big.write_bytes(image_bytes(777, size=(900, 700)))
+    run = harness()
+    run.gateway.body_limit = 64 * 1024
+    wait_until(
+        lambda: run.jobs("kind = 'upload' AND state = 'failed'") and run.idle(),
+        20,
+        message="the big file's upload failed",
+    )
+    (failed,) = status_json(run.config_path)["failures"]["items"]
+    assert failed["path"] == "big.jpg" and "413" in failed["reason"], failed
+    assert len(emulator.assets()) == 3, "the daemon goes on with the other files"
+    assert run.alive()
+    run.gateway.body_limit = None  # the proxy's limit is raised
+    result = subprocess.run(
+        [sys.executable, "-m", "syncd", "retry", "-c", str(run.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "re-queued 1" in result.stdout
+    run.converge(disk_pairs(hot))
+    finish(run, fault_report, disk_pairs(hot), f"413 reason: {failed['reason'][:60]}")
+

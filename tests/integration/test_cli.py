@@ -1,0 +1,245 @@
+"""The command line as a user runs it: real subprocesses, a real emulator, real files."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncd.emulator import EmulatorServer
+from tests.integration.conftest import Cli, wait_for_log
+from tests.support import config_text, wait_until, write_image
+
+STATUS_KEYS = {
+    "state_path", "daemon", "jobs", "tracked_files", "assets", "problem_files",
+    "held_deletions", "failures", "last_upload", "api_key", "folders",
+}  # fmt: skip
+
+
+def write_config(tmp_path: Path, base_url: str, folders: list[Path], **options: Any) -> Path:
+    """A config for the CLI, readable by its owner only (it holds the key inline)."""
+    conf = tmp_path / "syncd.toml"
+    conf.write_text(config_text(base_url, folders, tmp_path / "state.db", **options))
+    conf.chmod(0o600)
+    return conf
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def status_json(cli: Cli, conf: Path) -> dict[str, Any]:
+    result = cli("status", "-c", conf, "--json")
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+@pytest.fixture
+def daemon_log(tmp_path: Path) -> Path:
+    return tmp_path / "daemon.log"
+
+
+@pytest.fixture
+def running(cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path, daemon_log: Path):
+    """`syncd run` in a subprocess that has uploaded one file; the config path is yielded."""
+    write_image(hot / "shoes" / "a.jpg", 1)
+    conf = write_config(tmp_path, emulator.base_url, [hot])
+    proc = cli.start("run", "-c", conf, log=daemon_log)
+    wait_until(lambda: len(emulator.assets()) == 1, 30, message="the first upload")
+    yield conf
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(15)
+
+
+# --- status -----------------------------------------------------------------------------
+
+
+def test_status_json_while_the_daemon_runs(cli: Cli, running: Path) -> None:
+    """`status --json` reads the live database: daemon running, upload counted, folder ok."""
+    status = wait_until(
+        lambda: (s := status_json(cli, running))["daemon"]["running"] and s["assets"] == 1 and s,
+        30, message="a running daemon and one asset in status",
+    )  # fmt: skip
+    assert set(status) >= STATUS_KEYS
+    assert status["daemon"]["pid"] == cli.processes[0].pid
+    assert status["tracked_files"] == 1 and status["last_upload"] is not None
+    assert status["jobs"]["upload"] == {"pending": 0, "uploading": 0, "failed": 0}
+    assert status["api_key"] == {"rejected": False, "rejected_since": None}
+    assert [f["health"] for f in status["folders"]] == ["ok"]
+    assert status["failures"] == {"count": 0, "items": []}
+
+
+def held_and_failed(cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path) -> Path:
+    """A state with one failed file and one held deletion, made by two `syncd sync` passes."""
+    write_image(hot / "bags" / "keep.jpg", 1)
+    write_image(hot / "bags" / "gone.jpg", 2)
+    (hot / "broken.jpg").write_text("not an image at all")
+    conf = write_config(tmp_path, emulator.base_url, [hot], max_deletes=0)
+    assert cli("sync", "-c", conf).returncode == 1  # broken.jpg failed
+    assert len(emulator.assets()) == 2
+    (hot / "bags" / "gone.jpg").unlink()
+    assert cli("sync", "-c", conf).returncode == 1
+    return conf
+
+
+def test_status_shows_failures_and_held_deletions(
+    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path
+) -> None:
+    """The human status names the failed file with its reason and the held deletion."""
+    conf = held_and_failed(cli, emulator, hot, tmp_path)
+    result = cli("status", "-c", conf)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "not running" in out
+    assert "2 tracked files, 2 assets" in out
+    assert "1 failed job(s)" in out and "broken.jpg: not an image" in out
+    assert "1 deletion(s) held" in out and "gone" in out and "syncd approve-deletes" in out
+    data = status_json(cli, conf)
+    assert data["failures"]["items"][0]["path"] == "broken.jpg"
+    assert data["held_deletions"]["count"] == 1
+    assert data["held_deletions"]["items"][0]["name"] == "gone"
+
+
+def test_retry_and_approve_deletes_act_on_what_status_shows(
+    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path
+) -> None:
+    """`retry` re-queues the failed file, `approve-deletes` lets the held deletion go."""
+    conf = held_and_failed(cli, emulator, hot, tmp_path)
+    retried = cli("retry", "-c", conf, "broken.jpg")
+    assert (retried.returncode, retried.stdout.strip()) == (0, "re-queued 1 failed job(s)")
+    approved = cli("approve-deletes", "-c", conf)
+    assert (approved.returncode, approved.stdout.strip()) == (0, "approved 1 held deletion(s)")
+    assert status_json(cli, conf)["held_deletions"]["count"] == 0
+    cli("sync", "-c", conf)
+    assert [a["name"] for a in emulator.assets()] == ["keep"]
+
+
+def test_status_without_a_state_database_exits_3(
+    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path
+) -> None:
+    """Before the first run there is nothing to show: exit 3 and say so."""
+    conf = write_config(tmp_path, emulator.base_url, [hot])
+    result = cli("status", "-c", conf)
+    assert result.returncode == 3
+    assert "no state database" in result.stderr and "has syncd run yet" in result.stderr
+
+
+# --- check ------------------------------------------------------------------------------
+
+
+def test_check_passes_on_a_good_setup(
+    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path
+) -> None:
+    """Folder, watches, state, key and API all fine: every line ok, exit 0."""
+    conf = write_config(tmp_path, emulator.base_url, [hot])
+    result = cli("check", "-c", conf)
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert [line.split()[1] for line in lines] == [
+        "config", "folders", "inotify", "state", "key", "api",
+    ]  # fmt: skip
+    assert all(line.startswith("ok") for line in lines)
+
+
+def test_check_is_happy_while_the_daemon_holds_the_database(cli: Cli, running: Path) -> None:
+    """A running syncd holds the lock: check says the database is in use, and passes."""
+    result = cli("check", "-c", running)
+    assert result.returncode == 0, result.stdout
+    assert "in use by a running syncd" in result.stdout
+
+
+def _missing_folder(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Path:
+    return write_config(tmp_path, emulator.base_url, [tmp_path / "not-mounted"])
+
+
+def _open_key_file(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Path:
+    key = tmp_path / "api_key"
+    key.write_text("test-key\n")
+    key.chmod(0o644)
+    return write_config(tmp_path, emulator.base_url, [hot], extra_api=f'api_key_file = "{key}"')
+
+
+def _unreachable_api(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Path:
+    return write_config(tmp_path, f"http://127.0.0.1:{closed_port()}", [hot])
+
+
+def _rejected_key(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Path:
+    return write_config(tmp_path, emulator.base_url, [hot], api_key="a-revoked-key")
+
+
+def _open_config_with_inline_key(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Path:
+    conf = write_config(tmp_path, emulator.base_url, [hot])
+    conf.chmod(0o644)
+    return conf
+
+
+@pytest.mark.parametrize(
+    ("setup", "problem", "fix"),
+    [
+        (_missing_folder, "not-mounted does not exist", "mkdir -p"),
+        (_open_key_file, "is open to group or others (mode 0644)", "chmod 600"),
+        (_unreachable_api, "cannot reach the API", "check the network"),
+        (_rejected_key, "the API key is not accepted", "replace the key"),
+        (_open_config_with_inline_key, "holding the key is open to group", "chmod 600"),
+    ],
+    ids=["missing-folder", "open-key-file", "unreachable-api", "rejected-key", "open-config"],
+)
+def test_check_reports_each_broken_setting_with_its_fix(
+    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path, setup: Any, problem: str,
+    fix: str,
+) -> None:
+    """Each broken setting is a PROBLEM line naming it, followed by how to fix it; exit 1."""
+    result = cli("check", "-c", setup(tmp_path, emulator, hot))
+    assert result.returncode == 1, result.stdout
+    lines = result.stdout.splitlines()
+    (index,) = [i for i, line in enumerate(lines) if problem in line]
+    assert lines[index].startswith("PROBLEM")
+    assert "fix:" in lines[index + 1] and fix in lines[index + 1]
+
+
+def test_check_with_a_bad_config_key_exits_2_naming_it(
+    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path
+) -> None:
+    """A typo in the config is the first failed check: exit 2 and the dotted key."""
+    conf = write_config(tmp_path, emulator.base_url, [hot], extra_api="concurency = 4")
+    result = cli("check", "-c", conf)
+    assert result.returncode == 2
+    assert "api.concurency" in result.stderr and "did you mean concurrency" in result.stderr
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def test_run_with_a_bad_config_exits_2_naming_the_key(
+    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path
+) -> None:
+    """`syncd run` refuses a config with a wrong value: exit 2, the key named, no traceback."""
+    conf = write_config(tmp_path, emulator.base_url, [hot], extra_folder="max_deletes = -1")
+    conf.write_text(conf.read_text().replace("max_deletes = 50\n", ""))
+    result = cli("run", "-c", conf)
+    assert result.returncode == 2
+    assert "folders[0].max_deletes" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_stops_on_sigterm_within_10_seconds(
+    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path, daemon_log: Path
+) -> None:
+    """SIGTERM to a ready daemon: a clean stop, exit 0, well within 10 s."""
+    conf = write_config(tmp_path, emulator.base_url, [hot])
+    proc = cli.start("run", "-c", conf, log=daemon_log)
+    wait_for_log(daemon_log, "daemon.ready")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert time.monotonic() - started < 10
+    assert "daemon.stopped" in daemon_log.read_text()
