@@ -172,9 +172,10 @@ class Daemon:
         self.notifier.ready(self.status_line())
         log.info("daemon.ready", folders=list(self.folders))
         last_beat = 0.0
+        beat = min(self.timers.heartbeat, self.notifier.watchdog_interval() or float("inf"))
         while not self.stopping.wait(self.timers.tick):
             self._maintain()
-            if time.monotonic() - last_beat >= self.timers.heartbeat:
+            if time.monotonic() - last_beat >= beat:
                 last_beat = time.monotonic()
                 self._heartbeat()
 

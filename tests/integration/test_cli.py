@@ -194,7 +194,12 @@ def _open_config_with_inline_key(tmp_path: Path, emulator: EmulatorServer, hot: 
     ids=["missing-folder", "open-key-file", "unreachable-api", "rejected-key", "open-config"],
 )
 def test_check_reports_each_broken_setting_with_its_fix(
-    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path, setup: Any, problem: str,
+    cli: Cli,
+    emulator: EmulatorServer,
+    hot: Path,
+    tmp_path: Path,
+    setup: Any,
+    problem: str,
     fix: str,
 ) -> None:
     """Each broken setting is a PROBLEM line naming it, followed by how to fix it; exit 1."""

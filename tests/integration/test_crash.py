@@ -31,6 +31,14 @@ def start(conf: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def alive(proc: subprocess.Popen[bytes], log: Path) -> bool:
+    """Fail at once, with the log's tail, if the daemon died on its own."""
+    if proc.poll() is not None:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise AssertionError(f"the daemon exited with {proc.returncode}:\n{tail}")
+    return True
+
+
 def expected_pairs(hot: Path) -> collections.Counter[tuple[str, tuple[str, ...]]]:
     """What the library must hold: one (content, folder tags) per distinct pair on disk."""
     pairs = set()
@@ -80,7 +88,7 @@ def test_kill_9_under_faults_loses_and_duplicates_nothing(tmp_path: Path, emulat
         # Kill once some, but not all, of the work has happened.
         target = rng.randrange(5, len(want) - 20)
         wait_until(
-            lambda t=target: sum(library_pairs(emulator).values()) >= t,
+            lambda t=target, p=proc: alive(p, log) and sum(library_pairs(emulator).values()) >= t,
             120,
             interval=0.01,
             message=f"{target} assets before a kill",
@@ -92,7 +100,7 @@ def test_kill_9_under_faults_loses_and_duplicates_nothing(tmp_path: Path, emulat
     proc = start(conf, log)
     try:
         wait_until(
-            lambda: set(library_pairs(emulator)) == set(want),
+            lambda: alive(proc, log) and set(library_pairs(emulator)) == set(want),
             240,
             interval=0.2,
             message="the library holding every (content, tags) pair",

@@ -37,8 +37,15 @@ def api_key() -> str:
     return SECRET
 
 
-def write_config(tmp_path: Path, base_url: str, hot: Path, *, fmt: str = "json",
-                 name: str = "syncd.toml", state: str = "state.db") -> Path:
+def write_config(
+    tmp_path: Path,
+    base_url: str,
+    hot: Path,
+    *,
+    fmt: str = "json",
+    name: str = "syncd.toml",
+    state: str = "state.db",
+) -> Path:
     """The key both in a key file and inline, so every way of reading it is exercised."""
     key_file = tmp_path / "api_key"
     key_file.write_text(SECRET + "\n")
@@ -144,8 +151,9 @@ class _Echo(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.dumps({"error": {"code": "echo", "message":
-                                     f"you sent {self.headers.get('Authorization')}"}}).encode()
+        body = json.dumps(
+            {"error": {"code": "echo", "message": f"you sent {self.headers.get('Authorization')}"}}
+        ).encode()
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -173,7 +181,11 @@ def echo_server(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.mark.parametrize("echo_server", [401, 422], indirect=True)
 def test_a_server_echoing_the_key_never_gets_it_printed(
-    run_in_process: Any, echo_server: str, cli: Cli, hot: Path, tmp_path: Path,
+    run_in_process: Any,
+    echo_server: str,
+    cli: Cli,
+    hot: Path,
+    tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """A 401 or 422 that quotes the key: the log, status and check show it masked."""
