@@ -2,7 +2,9 @@
 
     python benchmarks/bench_burst.py [--files 2000] [--concurrency 4]
 
-Baseline, in the same script against the same kind of emulator: the bare minimum, each
+The emulator runs as a process of its own (as the real API would be remote), so it does
+not compete with the daemon for the interpreter. Baseline, in the same script against the
+same kind of emulator: the bare minimum, each
 file read and POSTed once by ``concurrency`` threads with the same client and no queue,
 no hashing, no database. Then the daemon: the files are copied into a watched folder and
 the clock runs until the library holds all of them and the queue is idle. Prints both
@@ -14,12 +16,19 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import random
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
@@ -28,7 +37,6 @@ from syncd import log
 from syncd.api import AssetsClient
 from syncd.config import load
 from syncd.daemon import Daemon, Timers
-from syncd.emulator import EmulatorServer
 
 
 def make_files(folder: Path, count: int) -> list[Path]:
@@ -46,9 +54,50 @@ def make_files(folder: Path, count: int) -> list[Path]:
     return paths
 
 
+@contextmanager
+def emulator(data: Path) -> Iterator[str]:
+    """`syncd emulator` as a separate process; yields its base URL."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "syncd.emulator",
+            "--port",
+            "0",
+            "--api-key",
+            "k",
+            "--processing-seconds",
+            "0",
+            "--data",
+            str(data),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    match = re.search(r"http://\S+", proc.stdout.readline())
+    assert match, "the emulator did not say where it listens"
+    try:
+        yield match.group(0)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def count_assets(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/_emulator/state") as answer:
+        return len(json.load(answer)["assets"])
+
+
+def count_requests(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/_emulator/state") as answer:
+        return sum(json.load(answer)["requests"].values())
+
+
 def baseline(paths: list[Path], base: Path, concurrency: int) -> float:
-    with EmulatorServer(base / "emu-baseline", api_key="k", processing_seconds=0) as emu:
-        client = AssetsClient(emu.base_url, lambda: "k")
+    with emulator(base / "emu-baseline") as url:
+        client = AssetsClient(url, lambda: "k")
         start = time.perf_counter()
 
         def send(path: Path) -> None:
@@ -64,17 +113,17 @@ def baseline(paths: list[Path], base: Path, concurrency: int) -> float:
             list(pool.map(send, paths))
         elapsed = time.perf_counter() - start
         client.close()
-        assert len(emu.assets()) == len(paths)
+        assert count_assets(url) == len(paths)
     return elapsed
 
 
 def daemon_run(source: Path, base: Path, count: int, concurrency: int) -> tuple[float, int, int]:
     hot = base / "hot"
     hot.mkdir()
-    with EmulatorServer(base / "emu-daemon", api_key="k", processing_seconds=0) as emu:
+    with emulator(base / "emu-daemon") as url:
         conf = base / "syncd.toml"
         conf.write_text(
-            f'[api]\nbase_url = "{emu.base_url}"\napi_key = "k"\nconcurrency = {concurrency}\n'
+            f'[api]\nbase_url = "{url}"\napi_key = "k"\nconcurrency = {concurrency}\n'
             f'[state]\npath = "{base / "state.db"}"\n[log]\nlevel = "warning"\n'
             f'[[folders]]\npath = "{hot}"\ntags = ["bench"]\nsettle_seconds = 0.5\n'
         )
@@ -87,11 +136,11 @@ def daemon_run(source: Path, base: Path, count: int, concurrency: int) -> tuple[
         start = time.perf_counter()
         shutil.copytree(source, hot, dirs_exist_ok=True)
         assert daemon.ctx is not None
-        while len(emu.assets()) < count or daemon.ctx.ledger.outstanding():
+        while daemon.ctx.ledger.outstanding() or count_assets(url) < count:
             time.sleep(0.05)
         elapsed = time.perf_counter() - start
         threads = threading.active_count()
-        requests = sum(emu.stats()["requests"].values())
+        requests = count_requests(url)
         daemon.request_stop()
         thread.join(15)
         daemon.stop()

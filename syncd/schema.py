@@ -64,7 +64,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX jobs_due ON jobs(state, not_before)",
         "CREATE INDEX jobs_path ON jobs(folder, relpath) WHERE kind = 'file'",
-        "CREATE INDEX jobs_asset ON jobs(asset_key) WHERE kind != 'file'",
+        "CREATE INDEX jobs_asset ON jobs(asset_key, kind)",
         """CREATE TABLE folders (
             key TEXT PRIMARY KEY,
             dev INTEGER,

@@ -50,12 +50,15 @@ Row = dict[str, Any]
 Conn = sqlite3.Connection
 
 
-def _translate(exc: sqlite3.Error) -> StoreError:
+def _translate(exc: sqlite3.Error, path: Path | None = None) -> StoreError:
     text = str(exc)
     if "disk is full" in text or "database or disk is full" in text:
         return StoreFull(f"state database: the disk is full ({text}); nothing was lost")
     if "not a database" in text or "malformed" in text:
-        return StoreCorrupt(f"state database is damaged or not a database: {text}")
+        return StoreCorrupt(
+            f"state database {path or ''} is damaged or not a database ({text}); it was left "
+            "untouched: move it aside to start afresh, or restore a backup"
+        )
     if "locked" in text or "busy" in text:
         return StoreLocked(f"state database busy: {text}")
     return StoreError(f"state database error: {text}")
@@ -98,6 +101,7 @@ class Store:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._write_lock = threading.RLock()
         self._lock_fd: int | None = None
 
     # -- opening ---------------------------------------------------------------------
@@ -199,26 +203,29 @@ class Store:
     def write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction; sqlite errors leave as StoreError."""
         conn = self.conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _translate(exc) from None
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise _translate(exc) from None
-            raise
+        # Threads of this process queue here rather than in SQLite's busy handler, which
+        # sleeps in steps of milliseconds; other processes still meet the busy timeout.
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from None
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate(exc, self.path) from None
+                raise
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
             return [dict(r) for r in self.conn().execute(sql, params).fetchall()]
         except sqlite3.Error as exc:
-            raise _translate(exc) from None
+            raise _translate(exc, self.path) from None
 
     def migrate(self) -> int:
         """Bring the schema to :data:`SCHEMA_VERSION`; returns the version found."""
@@ -380,7 +387,7 @@ class Store:
             while rows := cur.fetchmany(1000):
                 yield from (row_to_file(dict(r)) for r in rows)
         except sqlite3.Error as exc:
-            raise _translate(exc) from None
+            raise _translate(exc, self.path) from None
         finally:
             conn.close()
 
