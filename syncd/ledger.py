@@ -29,6 +29,8 @@ from syncd.store import Conn, Row, Store, row_to_job
 S = JobState
 LIVE_UPLOAD = (str(S.PENDING), str(S.UPLOADING), str(S.FAILED))
 LIVE_DELETE = (str(S.WAITING), str(S.HELD), str(S.DELETING), str(S.FAILED))
+#: The reason a job carries while a rejected API key holds it back.
+KEY_PAUSE = "paused: the API key is not accepted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,12 +343,38 @@ class Ledger:
             else:
                 conn.execute("DELETE FROM assets WHERE key = ?", (job.asset_key,))
 
+    def reupload(self, key: str) -> None:
+        """The library lost this asset (deleted by hand): forget its id and upload again."""
+        with self.store.write() as conn:
+            conn.execute(
+                "UPDATE assets SET asset_id = NULL, remote_status = NULL WHERE key = ?", (key,)
+            )
+            live = (S.PENDING, S.UPLOADING, S.FAILED)
+            if not self._asset_jobs(conn, JobKind.UPLOAD, key, live):
+                row = conn.execute(
+                    "SELECT folder, relpath FROM files WHERE asset_key = ? LIMIT 1", (key,)
+                ).fetchone()
+                if row is not None:
+                    self.store.new_job(
+                        conn, JobKind.UPLOAD, row["folder"], relpath=row["relpath"], asset_key=key
+                    )
+
     def retry_later(self, job: Job, delay: float, reason: str) -> Job:
         """Back to the claimable state of its kind, due after ``delay`` seconds."""
         back = {JobKind.FILE: S.PENDING, JobKind.UPLOAD: S.PENDING, JobKind.DELETE: S.WAITING}
         return self.store.transition(
             job, back[job.kind], not_before=self.store.clock() + delay, reason=reason
         )
+
+    def resume_paused(self) -> int:
+        """The key is accepted again: jobs paused for it are due now, not after their wait."""
+        with self.store.write() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET not_before = ? WHERE state IN ('pending', 'waiting')"
+                " AND substr(reason, 1, ?) = ?",
+                (self.store.clock(), len(KEY_PAUSE), KEY_PAUSE),
+            )
+        return cur.rowcount
 
     # -- reads -----------------------------------------------------------------------
 

@@ -1,0 +1,61 @@
+"""`verify` reads the library back by identity tag and matches it against the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from syncd.verify import verify
+from tests.integration.conftest import Running
+from tests.support import wait_until, write_image
+
+
+def test_an_agreeing_library_verifies_clean(start_daemon, hot: Path) -> None:
+    """After a sync, every uploaded asset is found once and nothing else is ours."""
+    run: Running = start_daemon()
+    for i in range(3):
+        write_image(hot / "v" / f"{i}.jpg", 300 + i)
+    run.wait_assets(3)
+    assert run.daemon.ctx is not None
+    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.client)
+    assert result.ok, result.as_dict()
+    assert (result.checked_local, result.checked_remote) == (3, 3)
+
+
+def test_an_asset_deleted_by_hand_is_found_missing_and_repaired(start_daemon, hot) -> None:
+    """A remote asset deleted outside syncd is reported and, with repair, uploaded again."""
+    run: Running = start_daemon()
+    write_image(hot / "a.jpg", 310)
+    (asset,) = run.wait_assets(1)
+    answer = httpx.delete(
+        f"{run.emulator.base_url}/v1/assets/{asset['asset_id']}",
+        headers={"Authorization": "Bearer test-key"},
+    )
+    assert answer.status_code == 204
+    assert run.daemon.ctx is not None
+    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.client, repair=True)
+    assert result.missing == [asset["asset_id"]] and result.requeued == 1
+    (again,) = wait_until(lambda: run.assets(), message="the asset uploaded again")
+    assert again["sha256"] == asset["sha256"] and again["asset_id"] != asset["asset_id"]
+    wait_until(run.idle, message="idle")
+    assert verify(run.daemon.ctx.ledger, run.daemon.ctx.client).ok
+
+
+def test_our_assets_the_store_does_not_know_are_reported(start_daemon, hot, emulator) -> None:
+    """An asset with an identity tag that no store row matches (a lost database) shows up."""
+    run: Running = start_daemon()
+    write_image(hot / "a.jpg", 320)
+    run.wait_assets(1)
+    files = {"file": ("x.jpg", (hot / "a.jpg").read_bytes(), "image/jpeg")}
+    data = {"tags[]": ["studio", "other", "sha256:" + "0" * 32], "name": "x"}
+    answer = httpx.post(
+        f"{emulator.base_url}/v1/training-asset",
+        files=files,
+        data=data,
+        headers={"Authorization": "Bearer test-key"},
+    )
+    assert answer.status_code == 201
+    assert run.daemon.ctx is not None
+    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.client)
+    assert result.unknown == [answer.json()["asset_id"]] and not result.missing
