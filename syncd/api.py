@@ -14,6 +14,7 @@ put into the ``Authorization`` header and is scrubbed from every message we buil
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from types import TracebackType
@@ -57,6 +58,8 @@ _NOT_SENT: tuple[type[httpx.HTTPError], ...] = (
     httpx.LocalProtocolError,
 )
 _MAX_DETAIL = 200
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]*>")
 _T = TypeVar("_T")
 
 
@@ -134,7 +137,7 @@ def _error_detail(response: httpx.Response) -> tuple[str | None, str]:
     try:
         body = response.json()
     except ValueError:
-        return None, " ".join(response.text.split())[:_MAX_DETAIL]
+        return None, _page_text(response)
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         code, message = error.get("code"), error.get("message")
@@ -142,6 +145,15 @@ def _error_detail(response: httpx.Response) -> tuple[str | None, str]:
     if isinstance(body, dict) and body.get("detail"):
         return None, str(body["detail"])[:_MAX_DETAIL]
     return None, (str(error)[:_MAX_DETAIL] if error else "")
+
+
+def _page_text(response: httpx.Response) -> str:
+    """A proxy's error page said in a line: its title, or its text without the markup."""
+    text = response.text
+    if "html" in response.headers.get("Content-Type", "").lower():
+        title = _HTML_TITLE.search(text)
+        text = title.group(1) if title else _HTML_TAG.sub(" ", text)
+    return " ".join(text.split())[:_MAX_DETAIL]
 
 
 # --- parsing records ------------------------------------------------------------------

@@ -92,12 +92,16 @@ def folder_findings(config: Config) -> list[Finding]:
 def _folder_fix(folder: FolderConfig) -> str:
     path = folder.path
     if not path.exists():
-        return (f"create it (mkdir -p {path}), mount the drive or share it lives on, or"
-                " correct the path in the config; syncd waits for a missing folder")
+        return (
+            f"create it (mkdir -p {path}), mount the drive or share it lives on, or"
+            " correct the path in the config; syncd waits for a missing folder"
+        )
     if not path.is_dir():
         return "point the folder's path at a directory"
-    return (f"let the user syncd runs as read it: e.g. chgrp -R hotfolders {path} &&"
-            f" chmod -R g+rX {path} (and search permission on every parent folder)")
+    return (
+        f"let the user syncd runs as read it: e.g. chgrp -R hotfolders {path} &&"
+        f" chmod -R g+rX {path} (and search permission on every parent folder)"
+    )
 
 
 # --- inotify --------------------------------------------------------------------------
@@ -125,8 +129,10 @@ def watch_findings(config: Config, limit_path: Path) -> list[Finding]:
 def _watch_fix(dirs: int) -> str:
     wanted = max(524_288, 1 << (2 * dirs).bit_length())
     setting = f"fs.inotify.max_user_watches={wanted}"
-    return (f"sudo sysctl {setting}, and to keep it after a reboot: echo {setting} |"
-            " sudo tee /etc/sysctl.d/60-syncd.conf (or set polling = true for this folder)")
+    return (
+        f"sudo sysctl {setting}, and to keep it after a reboot: echo {setting} |"
+        " sudo tee /etc/sysctl.d/60-syncd.conf (or set polling = true for this folder)"
+    )
 
 
 def count_dirs(folders: Iterable[FolderConfig], *, cap: int) -> int:
@@ -164,20 +170,34 @@ def state_findings(path: Path) -> list[Finding]:
     if not path.exists():
         return [_new_state(path)]
     if not path.is_file():
-        return [Finding.problem("state", f"{path} is not a file",
-                                "point [state] path at a file (it is created at first run)")]
+        return [
+            Finding.problem(
+                "state",
+                f"{path} is not a file",
+                "point [state] path at a file (it is created at first run)",
+            )
+        ]
     for target in (path, path.parent):
         if not os.access(target, os.R_OK | os.W_OK):
-            return [Finding.problem(
-                "state", f"{target} is not writable by this user",
-                "run syncd as the user that owns the state database, or give it a [state]"
-                " path of its own")]
+            return [
+                Finding.problem(
+                    "state",
+                    f"{target} is not writable by this user",
+                    "run syncd as the user that owns the state database, or give it a [state]"
+                    " path of its own",
+                )
+            ]
     try:
         return [_open_state(path)]
     except StoreError as exc:
-        return [Finding.problem("state", f"{path}: {exc}",
-                                "restore a backup, or move the file aside to start afresh"
-                                " (the library is then matched again by content)")]
+        return [
+            Finding.problem(
+                "state",
+                f"{path}: {exc}",
+                "restore a backup, or move the file aside to start afresh"
+                " (the library is then matched again by content)",
+            )
+        ]
 
 
 def _new_state(path: Path) -> Finding:
@@ -187,9 +207,11 @@ def _new_state(path: Path) -> Finding:
     if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
         return Finding("state", f"{path} does not exist yet: it is created at first run")
     return Finding.problem(
-        "state", f"{path} cannot be created: {parent} is not writable by this user",
+        "state",
+        f"{path} cannot be created: {parent} is not writable by this user",
         f"create its folder for the user syncd runs as (install -d -m 0700 {path.parent}),"
-        " or set [state] path to a writable place on a local disk")
+        " or set [state] path to a writable place on a local disk",
+    )
 
 
 def _open_state(path: Path) -> Finding:
@@ -201,11 +223,17 @@ def _open_state(path: Path) -> Finding:
     if version > SCHEMA_VERSION:
         raise StoreError(f"schema {version} is newer than this syncd ({SCHEMA_VERSION}): upgrade")
     if version < SCHEMA_VERSION:
-        return Finding("state", f"{path} is readable (schema {version}: brought up to date"
-                                f" to {SCHEMA_VERSION} when syncd next starts)")
+        return Finding(
+            "state",
+            f"{path} is readable (schema {version}: brought up to date"
+            f" to {SCHEMA_VERSION} when syncd next starts)",
+        )
     if path.stat().st_uid != os.geteuid():
-        return Finding("state", f"{path} is readable (owned by another user: not opened for"
-                                " writing; run the check as that user to test the lock)")
+        return Finding(
+            "state",
+            f"{path} is readable (owned by another user: not opened for"
+            " writing; run the check as that user to test the lock)",
+        )
     try:
         Store.open(path).close()
     except StoreLocked:
@@ -233,17 +261,21 @@ def key_findings(config: Config) -> tuple[list[Finding], ApiKey | None]:
 
 def _key_fix(key: ApiKey | None) -> str:
     if key is None or key.file is None:
-        return ("put the key in a file readable by its owner only (install -m 0600 /dev/null"
-                " FILE, then write the key into it) and set api.api_key_file, or use"
-                " LoadCredential=api_key:FILE under systemd")
+        return (
+            "put the key in a file readable by its owner only (install -m 0600 /dev/null"
+            " FILE, then write the key into it) and set api.api_key_file, or use"
+            " LoadCredential=api_key:FILE under systemd"
+        )
     try:
         mode = stat.S_IMODE(key.file.stat().st_mode)
     except OSError:
         return f"create {key.file} with the key in it (mode 0600), or correct api.api_key_file"
     if mode & 0o077:
         return f"chmod 600 {key.file}"
-    return (f"make {key.file} readable by the user syncd runs as (and only that user),"
-            " with the key as its only content")
+    return (
+        f"make {key.file} readable by the user syncd runs as (and only that user),"
+        " with the key as its only content"
+    )
 
 
 def api_findings(config: Config, key: ApiKey) -> list[Finding]:
@@ -253,16 +285,29 @@ def api_findings(config: Config, key: ApiKey) -> list[Finding]:
         with AssetsClient(base, key.reveal, timeout=timeout) as client:
             client.check_auth()
     except AuthError as exc:
-        return [Finding.problem(
-            "api", f"the API key is not accepted: {exc}",
-            f"replace the key ({key.origin}) with a valid one from your account; a key file"
-            " is re-read when it changes, a systemd credential needs a restart")]
+        return [
+            Finding.problem(
+                "api",
+                f"the API key is not accepted: {exc}",
+                f"replace the key ({key.origin}) with a valid one from your account; a key file"
+                " is re-read when it changes, a systemd credential needs a restart",
+            )
+        ]
     except TransientError as exc:
-        return [Finding.problem(
-            "api", f"cannot reach the API at {base}: {exc}",
-            "check the network, a proxy or firewall, and api.base_url; syncd keeps jobs"
-            " queued and retries while the API is away")]
+        return [
+            Finding.problem(
+                "api",
+                f"cannot reach the API at {base}: {exc}",
+                "check the network, a proxy or firewall, and api.base_url; syncd keeps jobs"
+                " queued and retries while the API is away",
+            )
+        ]
     except ApiError as exc:
-        return [Finding.problem("api", f"unexpected answer from {base}: {exc}",
-                                "check that api.base_url points at the Assets API")]
+        return [
+            Finding.problem(
+                "api",
+                f"unexpected answer from {base}: {exc}",
+                "check that api.base_url points at the Assets API",
+            )
+        ]
     return [Finding("api", f"{base} accepts the key")]

@@ -156,8 +156,9 @@ def approve_deletes(config_path: Path | None, folder: str | None) -> None:
 
 @main.command()
 @config_option
-@click.option("--json", "as_json", is_flag=True,
-              help="One JSON object (its keys are listed in the README).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object (its keys are listed in the README)."
+)
 def status(config_path: Path | None, as_json: bool) -> None:
     """Show the queue, held deletions, failures, folder health and whether the daemon runs."""
     import json
@@ -191,8 +192,13 @@ def check(config_path: Path | None) -> None:
         config = load_config(config_path)
         findings = checks.run_all(config)
     console = Console(highlight=False, soft_wrap=True)
-    marks = {"ok": "[green]ok[/]     ", "warning": "[yellow]warning[/]", "problem": "[red]PROBLEM[/]"}
-    console.print(f"{marks['ok']}  config   {escape(str(config.source))}")
+    marks = {
+        "ok": "[green]ok[/]     ",
+        "warning": "[yellow]warning[/]",
+        "problem": "[red]PROBLEM[/]",
+    }
+    source = config.source.absolute() if config.source else "(defaults)"
+    console.print(f"{marks['ok']}  config   {escape(str(source))}")
     for finding in findings:
         console.print(f"{marks[finding.level]}  {finding.check:<8} {escape(finding.text)}")
         if finding.fix:
@@ -202,8 +208,12 @@ def check(config_path: Path | None) -> None:
 
 @main.command()
 @click.option("--keep", is_flag=True, help="Stay up afterwards so you can drop files in (Ctrl-C).")
-@click.option("--seconds", type=click.FloatRange(min=0), default=None,
-              help="Stay up this many seconds afterwards, then clean up (with or without --keep).")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Stay up this many seconds afterwards, then clean up (with or without --keep).",
+)
 def demo(keep: bool, seconds: float | None) -> None:
     """A self-contained tour: emulator, hot folder, uploads, a deletion; no account, no network."""
     from syncd import demo as tour
@@ -226,8 +236,13 @@ def _ledger(config_path: Path | None) -> Iterator[Any]:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True, type=int)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback exposes it to the network.",
+)
+@click.option("--port", default=8765, show_default=True, type=int, help="0 picks a free one.")
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
@@ -240,12 +255,26 @@ def _ledger(config_path: Path | None) -> Iterator[Any]:
     envvar="SYNCD_EMULATOR_API_KEY",
     help="The key it accepts (default: demo-key; env SYNCD_EMULATOR_API_KEY).",
 )
-@click.option("--processing-seconds", type=float, default=None)
-@click.option("--error-rate", type=float, default=None)
-@click.option("--rate-limit-rate", type=float, default=None)
-@click.option("--ambiguous-rate", type=float, default=None)
-@click.option("--latency", type=float, default=None)
-@click.option("--seed", type=int, default=None)
+@click.option(
+    "--processing-seconds",
+    type=float,
+    default=None,
+    help="Seconds an upload stays 'processing' before 'ready' (default 0.5).",
+)
+@click.option(
+    "--error-rate", type=float, default=None, help="Chance of a 500/502/503 for each API request."
+)
+@click.option(
+    "--rate-limit-rate", type=float, default=None, help="Chance of a 429 for each API request."
+)
+@click.option(
+    "--ambiguous-rate",
+    type=float,
+    default=None,
+    help="Chance that a request is handled, then dropped unanswered.",
+)
+@click.option("--latency", type=float, default=None, help="Seconds added to every API request.")
+@click.option("--seed", type=int, default=None, help="Makes the faults replayable.")
 def emulator(**options: Any) -> None:
     """Run a local emulator of the Assets API (loopback only by default)."""
     from syncd import emulator as emu

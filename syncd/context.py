@@ -15,7 +15,7 @@ from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import FolderConfig
 from syncd.errors import ApiError, AuthError, OutcomeUnknown, RateLimited, TransientError
-from syncd.ledger import Ledger
+from syncd.ledger import KEY_PAUSE, Ledger
 from syncd.model import Job
 from syncd.tags import Rules
 
@@ -62,9 +62,7 @@ def api_retry(ctx: Context, job: Job, exc: ApiError) -> None:
     now = ctx.clock()
     if isinstance(exc, AuthError):
         ctx.breaker.auth_rejected(now, str(exc))
-        ctx.ledger.retry_later(
-            job, AUTH_RETRY_SECONDS, f"paused: the API key is not accepted ({exc})"
-        )
+        ctx.ledger.retry_later(job, AUTH_RETRY_SECONDS, f"{KEY_PAUSE} ({exc})")
         return
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(exc, (TransientError, RateLimited)):

@@ -49,6 +49,8 @@ API_KINDS = (JobKind.UPLOAD, JobKind.DELETE)
 FILE_KINDS = (JobKind.FILE,)
 HASH_WORKERS = 2
 STOP_DEADLINE = 8.0
+#: How soon a scan or a job whose record failed (a full disk) is tried again.
+STORE_RETRY_SECONDS = 2.0
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Daemon:
         self._gone_roots: set[str] = set()
         self._scanning = threading.Event()
         self._last_scan: dict[str, float] = {}
+        self._scan_retry: dict[str, float] = {}
         self.busy = 0
         self._busy_lock = threading.Lock()
 
@@ -279,6 +282,8 @@ class Daemon:
                 self.sweeper.scan(folder, prefix)
                 if not prefix:
                     self._last_scan[key] = time.monotonic()
+            except StoreError as exc:
+                self._scan_failed(key, exc)
             except Exception:
                 log.exception("scan.failed", folder=key)
             finally:
@@ -315,6 +320,8 @@ class Daemon:
             flows[job.kind].run(job)
         except StaleAttempt as exc:
             log.warning("job.stale", job=job.id, detail=str(exc))
+        except StoreError as exc:
+            self._put_back(job, exc)
         except Exception as exc:
             log.exception("job.crashed", job=job.id, kind=str(job.kind))
             with contextlib.suppress(Exception):
@@ -323,6 +330,30 @@ class Daemon:
         finally:
             with self._busy_lock:
                 self.busy -= 1
+
+    def _put_back(self, job: Job, error: StoreError) -> None:
+        """The job's outcome could not be written: return it to the queue once we can.
+
+        Left in flight it would wait for the next start. This worker holds it until the
+        store takes writes again (a full disk freed); an upload whose POST got through is
+        then found by the reconcile step, not sent again. A stop leaves it to recovery.
+        """
+        assert self.ctx is not None
+        log.error("job.not_recorded", job=job.id, kind=str(job.kind), error=str(error))
+        while not self.stopping.is_set():
+            try:
+                self.ctx.ledger.retry_later(job, 0.0, f"state database: {error}")
+            except StaleAttempt:
+                return
+            except StoreError:
+                self._wait(STORE_RETRY_SECONDS)
+            else:
+                return
+
+    def _scan_failed(self, key: str, error: StoreError) -> None:
+        """What the scan found (and the events that asked for it) is not recorded: rescan."""
+        log.error("scan.failed", folder=key, error=str(error))
+        self._scan_retry[key] = time.monotonic() + STORE_RETRY_SECONDS
 
     def _idle_wait(self, kinds: tuple[JobKind, ...]) -> float:
         assert self.store is not None
@@ -392,6 +423,10 @@ class Daemon:
         self._mark_unavailable(key, "root disappeared (unmounted?); holding")
 
     def _periodic_rescan(self, folder: FolderConfig) -> None:
+        retry = self._scan_retry.get(folder.key)
+        if retry is not None and time.monotonic() >= retry:
+            del self._scan_retry[folder.key]
+            self.request_scan(folder.key)
         period = self.config.daemon.rescan_interval_seconds
         last = self._last_scan.get(folder.key)
         if period > 0 and last is not None and time.monotonic() - last >= period:
@@ -416,8 +451,9 @@ class Daemon:
             return
         except ApiError:
             return
-        log.info("api.key_accepted")
         self.ctx.breaker.auth_accepted()
+        resumed = self.ctx.ledger.resume_paused()
+        log.info("api.key_accepted", resumed=resumed)
         if self.store is not None:
             self.store.set_meta("auth_rejected_since", None)
         self._notify_all()

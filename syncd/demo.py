@@ -77,11 +77,19 @@ def product_image(product: Product) -> bytes:
         draw.polygon([(240, 50), (370, 260), (110, 260)], fill=product.colour)
     else:
         draw.rectangle(box, fill=product.colour)
-    font = ImageFont.load_default(size=36)
-    draw.text((240, 310), product.sku, fill=(30, 30, 30), font=font, anchor="mm")
+    _label(draw, product.sku)
     out = io.BytesIO()
     img.save(out, "PNG" if product.relpath.endswith(".png") else "JPEG", quality=85)
     return out.getvalue()
+
+
+def _label(draw: ImageDraw.ImageDraw, text: str) -> None:
+    """Large and centred where Pillow has FreeType; the small built-in font elsewhere."""
+    try:
+        font = ImageFont.load_default(size=36)
+        draw.text((240, 310), text, fill=(30, 30, 30), font=font, anchor="mm")
+    except (TypeError, ValueError):  # Pillow 10.0 (no size), or a bitmap font (no anchor)
+        draw.text((200, 305), text, fill=(30, 30, 30))
 
 
 def _drop(hot: Path, relpath: str, data: bytes) -> None:
@@ -128,8 +136,10 @@ class Tour:
                 )
         for asset_id, asset in self.seen.items():
             if asset_id not in now:
-                self.console.print(f"  [red]deleted[/]  {escape(asset['name']):<10} [dim]"
-                                   f"({asset_id}, removed from the library)[/]")
+                self.console.print(
+                    f"  [red]deleted[/]  {escape(asset['name']):<10} [dim]"
+                    f"({asset_id}, removed from the library)[/]"
+                )
         self.seen = now
 
     def idle(self) -> bool:
@@ -181,17 +191,21 @@ def _start(stack: ExitStack, console: Console) -> Tour:
     conf = root / "syncd.toml"
     conf.write_text(_config_text(emulator.base_url, hot, root / "state.db"), encoding="utf-8")
     conf.chmod(0o600)
-    daemon = Daemon(load(conf), notifier=Notifier(None),
-                    timers=Timers(tick=0.1, heartbeat=1.0, key_probe=5.0))
+    daemon = Daemon(
+        load(conf), notifier=Notifier(None), timers=Timers(tick=0.1, heartbeat=1.0, key_probe=5.0)
+    )
     daemon.start()
     thread = threading.Thread(target=daemon.run_forever, name="syncd-demo", daemon=True)
     thread.start()
     stack.callback(_stop_daemon, daemon, thread)
-    console.print("[bold]syncd demo[/]: an Assets API emulator, a hot folder and the daemon,"
-                  " all on this machine.")
+    console.print(
+        "[bold]syncd demo[/]: an Assets API emulator, a hot folder and the daemon,"
+        " all on this machine."
+    )
     console.print(f"  emulator    {emulator.base_url} (API key {DEMO_KEY})")
-    console.print(f"  hot folder  {escape(str(hot))} (tags: {', '.join(TAGS)}, then the"
-                  " folder names)")
+    console.print(
+        f"  hot folder  {escape(str(hot))} (tags: {', '.join(TAGS)}, then the folder names)"
+    )
     tour = Tour(console, emulator, daemon, thread, hot)
     key = daemon.config.folders[0].key
     tour.wait(lambda: key in daemon.watchers, "the daemon to watch the hot folder")
@@ -213,15 +227,23 @@ def _upload_phase(tour: Tour) -> None:
     shutil.copyfile(tour.hot / COPY[0], tour.hot / COPY[1])
     console.print(f"  + {escape(COPY[1])}  [dim](a copy of {escape(COPY[0])})[/]")
     console.print("\nsyncd waits until each file has settled, then uploads it once:")
-    tour.wait(lambda: len(tour.seen) == len(PRODUCTS) and _tracked(tour) == len(PRODUCTS) + 1
-              and tour.idle(), "the uploads")
-    console.print(f"  [dim]{escape(COPY[1])}: same content and tags as {escape(COPY[0])},"
-                  " so no second upload[/]")
+    tour.wait(
+        lambda: (
+            len(tour.seen) == len(PRODUCTS) and _tracked(tour) == len(PRODUCTS) + 1 and tour.idle()
+        ),
+        "the uploads",
+    )
+    console.print(
+        f"  [dim]{escape(COPY[1])}: same content and tags as {escape(COPY[0])},"
+        " so no second upload[/]"
+    )
 
 
 def _delete_phase(tour: Tour) -> None:
-    tour.console.print(f"\nDeleting {escape(DELETED)} from the hot folder; after a grace of"
-                       f" {GRACE_SECONDS:g} s its asset is deleted from the library:")
+    tour.console.print(
+        f"\nDeleting {escape(DELETED)} from the hot folder; after a grace of"
+        f" {GRACE_SECONDS:g} s its asset is deleted from the library:"
+    )
     (tour.hot / DELETED).unlink()
     tour.wait(lambda: len(tour.seen) == len(PRODUCTS) - 1 and tour.idle(), "the deletion")
 
@@ -249,12 +271,18 @@ def _count(n: int, noun: str) -> str:
 def _keep(tour: Tour, seconds: float) -> None:
     """Stay up so the user can drop files in; print what reaches the library."""
     console = tour.console
-    console.print(f"\nStill running. Drop images into {escape(str(tour.hot))} (sub-folders"
-                  " become tags)")
-    console.print(f"and watch them arrive; the emulator is at {tour.emulator.base_url}"
-                  f" (Authorization: Bearer {DEMO_KEY}).")
-    console.print("Press Ctrl-C to stop." if seconds == float("inf")
-                  else f"Stopping in {seconds:g} s (Ctrl-C stops sooner).")
+    console.print(
+        f"\nStill running. Drop images into {escape(str(tour.hot))} (sub-folders become tags)"
+    )
+    console.print(
+        f"and watch them arrive; the emulator is at {tour.emulator.base_url}"
+        f" (Authorization: Bearer {DEMO_KEY})."
+    )
+    console.print(
+        "Press Ctrl-C to stop."
+        if seconds == float("inf")
+        else f"Stopping in {seconds:g} s (Ctrl-C stops sooner)."
+    )
     deadline = time.monotonic() + seconds
     with _stop_on_signals() as stop:
         while not stop.is_set() and time.monotonic() < deadline and tour.thread.is_alive():

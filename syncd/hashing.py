@@ -107,6 +107,22 @@ def sha256_file(path: Path, *, chunk: int = 1 << 20) -> tuple[str, FileStat]:
     return digest.hexdigest(), file_stat(before)
 
 
+def read_head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes, for the signature check.
+
+    Opened like :func:`sha256_file`: a FIFO named ``x.jpg`` or a link to a folder fails
+    as "not a regular file" instead of blocking or crashing the worker.
+    """
+    fd = _open(path)
+    try:
+        _regular(fd)
+        return os.read(fd, size)
+    except OSError as exc:
+        raise FileProblem(_reason(exc)) from exc
+    finally:
+        os.close(fd)
+
+
 def read_bytes_checked(
     path: Path,
     expected_sha: str,

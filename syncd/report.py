@@ -144,8 +144,13 @@ def _tags(text: str) -> Sequence[str]:
 
 def _held(ledger: Ledger, job: Job) -> dict[str, Any]:
     name, tags = _asset_name(ledger, job)
-    return {"folder": job.folder, "name": name, "tags": tags, "reason": job.reason,
-            "since": _iso(job.updated_at)}
+    return {
+        "folder": job.folder,
+        "name": name,
+        "tags": tags,
+        "reason": job.reason,
+        "since": _iso(job.updated_at),
+    }
 
 
 def _failure(ledger: Ledger, job: Job) -> dict[str, Any]:
@@ -155,8 +160,14 @@ def _failure(ledger: Ledger, job: Job) -> dict[str, Any]:
     if path is None and job.asset_key:
         files = ledger.files_for_asset(job.asset_key, limit=1)
         path = files[0]["relpath"] if files else None
-    return {"kind": str(job.kind), "folder": job.folder, "path": path, "name": name,
-            "reason": job.reason, "at": _iso(job.updated_at)}
+    return {
+        "kind": str(job.kind),
+        "folder": job.folder,
+        "path": path,
+        "name": name,
+        "reason": job.reason,
+        "at": _iso(job.updated_at),
+    }
 
 
 def _folder(store: Store, folder: FolderConfig) -> dict[str, Any]:
@@ -204,8 +215,11 @@ def render(status: Status, console: Console, *, now: float) -> None:
     facts.add_row(
         "library",
         f"{status['tracked_files']} tracked files, {status['assets']} assets"
-        + (f", {status['problem_files']} file(s) cannot be uploaded"
-           if status["problem_files"] else ""),
+        + (
+            f", {status['problem_files']} file(s) cannot be uploaded"
+            if status["problem_files"]
+            else ""
+        ),
     )
     console.print(facts)
     console.print(_queue_table(status["jobs"]))
@@ -219,16 +233,20 @@ def _daemon_text(daemon: dict[str, Any], now: float) -> str:
     if daemon["running"]:
         return f"[green]running[/] (pid {daemon['pid']}, heartbeat {seen})"
     if daemon["process_alive"]:
-        return (f"[red]not answering[/] (pid {daemon['pid']} is alive, last heartbeat {seen}):"
-                " it may hang; restart it")
+        return (
+            f"[red]not answering[/] (pid {daemon['pid']} is alive, last heartbeat {seen}):"
+            " it may hang; restart it"
+        )
     return "[yellow]not running[/]" + (f" (last seen {seen})" if seen else "")
 
 
 def _key_text(key: dict[str, Any], now: float) -> str:
     if not key["rejected"]:
         return "accepted (as far as the daemon last knew)"
-    return (f"[red]REJECTED[/] since {_when(key['rejected_since'], now)}: uploads and deletions"
-            " are paused, every job is kept; put a valid key in place (see `syncd check`)")
+    return (
+        f"[red]REJECTED[/] since {_when(key['rejected_since'], now)}: uploads and deletions"
+        " are paused, every job is kept; put a valid key in place (see `syncd check`)"
+    )
 
 
 def _queue_table(jobs: dict[str, dict[str, int]]) -> Table:
@@ -237,8 +255,9 @@ def _queue_table(jobs: dict[str, dict[str, int]]) -> Table:
     for column in _COLUMNS:
         table.add_column(column, justify="right")
     for kind, states in jobs.items():
-        cells = [str(states.get(_COLUMNS[c][kind], 0)) if kind in _COLUMNS[c] else "-"
-                 for c in _COLUMNS]
+        cells = [
+            str(states.get(_COLUMNS[c][kind], 0)) if kind in _COLUMNS[c] else "-" for c in _COLUMNS
+        ]
         table.add_row(kind, *cells)
     return table
 
@@ -262,8 +281,10 @@ def _folders_table(folders: list[dict[str, Any]], now: float) -> Table:
 def _render_held(held: dict[str, Any], console: Console) -> None:
     if not held["count"]:
         return
-    console.print(f"[yellow]{held['count']} deletion(s) held[/]: check the folder, then"
-                  " `syncd approve-deletes` lets them go")
+    console.print(
+        f"[yellow]{held['count']} deletion(s) held[/]: check the folder, then"
+        " `syncd approve-deletes` lets them go"
+    )
     for item in held["items"]:
         line = f"  {item['folder']}: {item['name'] or '?'} - {item['reason']}"
         console.print(escape(line))
@@ -273,8 +294,10 @@ def _render_held(held: dict[str, Any], console: Console) -> None:
 def _render_failures(failures: dict[str, Any], console: Console) -> None:
     if not failures["count"]:
         return
-    console.print(f"[red]{failures['count']} failed job(s)[/]: fix the file (a change re-queues"
-                  " it) or `syncd retry [PATH ...]`")
+    console.print(
+        f"[red]{failures['count']} failed job(s)[/]: fix the file (a change re-queues"
+        " it) or `syncd retry [PATH ...]`"
+    )
     for item in failures["items"]:
         where = item["path"] or item["name"] or "?"
         console.print(escape(f"  {item['kind']} {item['folder']}/{where}: {item['reason']}"))

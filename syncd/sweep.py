@@ -13,9 +13,11 @@ gone than the folder's ``max_deletes`` queues them with their deletions held.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 
 import structlog
 
@@ -141,3 +143,9 @@ class Sweeper:
                 gone.clear()
         if gone:
             ledger.enqueue_paths(folder.key, gone, hold=hold)
+
+
+def _real_folder(root: Path, prefix: str) -> bool:
+    """A folder reached without a symlink: a link to a folder is never followed (it may loop)."""
+    path = root / prefix
+    return path.is_dir() and Path(os.path.realpath(path)) == Path(os.path.realpath(root)) / prefix

@@ -29,6 +29,7 @@ from syncd.tags import asset_name, folder_tags
 log = structlog.get_logger(__name__)
 
 READ_LIMIT = 512 * 1024 * 1024
+OUTSIDE_LINK = "symlink to a file outside the hot folder: not followed"
 
 
 class FileWorkflow:
@@ -53,8 +54,12 @@ class FileWorkflow:
         except OSError as exc:
             ctx.ledger.file_failed(job, None, None, f"unreadable: {exc.strerror or exc}")
             return
-        if ctx.rules[folder.key].ignores_file(job.relpath) or not _inside(path, folder.path):
+        if ctx.rules[folder.key].ignores_file(job.relpath):
             ctx.ledger.store.transition(job, JobState.CANCELLED, reason="ignored")
+            return
+        if not _inside(path, folder.path):
+            ctx.ledger.file_failed(job, None, None, OUTSIDE_LINK)
+            log.warning("file.failed", folder=folder.key, path=job.relpath, reason=OUTSIDE_LINK)
             return
         age = ctx.clock() - stat.mtime_ns / 1e9
         if age < folder.settle_seconds:
@@ -80,7 +85,7 @@ class FileWorkflow:
         try:
             if sha is None:
                 imaging.check_header(
-                    _head(path),
+                    hashing.read_head(path, imaging.HEAD_BYTES),
                     stat.size,
                     path.name,
                     oversize=folder.oversize,
@@ -96,6 +101,7 @@ class FileWorkflow:
                 else:
                     sha, stat = hashing.sha256_file(path)
         except FileChanged:
+            log.info("file.changed_while_read", folder=folder.key, path=job.relpath)
             ctx.ledger.retry_later(job, max(folder.settle_seconds, 0.5), "changed while being read")
             return
         except FileNotFoundError:
@@ -257,14 +263,6 @@ class UploadWorkflow:
             log.info("upload.adopt", asset_id=remote.asset_id, name=name)
             return remote
         return None
-
-
-def _head(path: Path, n: int = 64) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            return fh.read(n)
-    except PermissionError as exc:
-        raise FileProblem(f"unreadable: {exc.strerror}") from None
 
 
 def _inside(path: Path, root: Path) -> bool:

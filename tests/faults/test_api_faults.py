@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import random
 import re
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from syncd import log
 from syncd.api import AssetsClient
@@ -32,7 +34,7 @@ from syncd.daemon import Daemon, Timers
 from syncd.emulator import EmulatorServer, Faults
 from syncd.model import identity_tag
 from tests.faults.conftest import FaultReport, pairs
-from tests.support import config_text, image_bytes, wait_until, write_image
+from tests.support import config_text, wait_until, write_image
 
 pytestmark = pytest.mark.faults
 
@@ -180,13 +182,19 @@ def harness(
     """Start (and at teardown stop) daemons on ``hot``; keyword arguments shape the config."""
     made: list[Harness] = []
 
-    def start(*, edit: Callable[[str], str] = lambda text: text, **options: Any) -> Harness:
+    def start(
+        *,
+        edit: Callable[[str], str] = lambda text: text,
+        body_limit: int | None = None,
+        **options: Any,
+    ) -> Harness:
         conf = tmp_path / f"syncd{len(made)}.toml"
         text = config_text(emulator.base_url, [hot], tmp_path / "state.db", **options)
         conf.write_text(edit(text))
         conf.chmod(0o600)
         config = load(conf)
         gateway = Gateway()
+        gateway.body_limit = body_limit
         client = AssetsClient(
             config.api.base_url,
             require_api_key(config),
@@ -237,6 +245,14 @@ def make_files(hot: Path, count: int, *, first_seed: int = 0) -> None:
         write_image(hot / folders[i % len(folders)] / f"p{i:03d}.jpg", first_seed + i)
 
 
+def noisy_jpeg(seed: int, side: int = 256) -> bytes:
+    """A valid JPEG that does not compress well: random pixels."""
+    pixels = random.Random(seed).randbytes(side * side * 3)
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), pixels).save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
 def finish(
     run: Harness, report: FaultReport, want: set[tuple[str, tuple[str, ...]]], note: str
 ) -> None:
@@ -252,12 +268,6 @@ def finish(
 
 def status_json(config_path: Path) -> dict[str, Any]:
     """What ``syncd status --json`` says, from another process, as an operator sees it."""
-    from syncd import cli
-
-    if "status" not in cli.main.commands:  # TEMP until the command lands
-        from syncd import report
-
-        return report.collect(load(config_path), now=time.time(), stale_after=30)
     result = subprocess.run(
         [sys.executable, "-m", "syncd", "status", "--json", "-c", str(config_path)],
         capture_output=True,
@@ -445,7 +455,7 @@ def test_a_revoked_key_pauses_quietly_and_a_new_key_file_resumes(
     queued = run.jobs("kind = 'upload' AND state = 'pending'")
     assert len(queued) == 4, f"every upload stays queued while paused: {queued}"
     key_file.write_text(new + "\n")  # in place, no restart
-    run.converge(disk_pairs(hot), timeout=30)
+    run.converge(disk_pairs(hot), timeout=10)
     text = logs.getvalue()
     assert "api.key_rejected" in text or "AuthError" in text, "the pause must be logged"
     assert old not in text and new not in text, "the API key appeared in the log"
@@ -466,16 +476,17 @@ def test_a_file_the_gateway_refuses_fails_visibly_and_retry_requeues_it(
     """413 from a proxy for a file syncd thought fine: failed with the reason; retry sends it."""
     make_files(hot, 3, first_seed=700)
     big = hot / "big.jpg"
-    big.write_bytes(image_bytes(777, size=(900, 700)))
-    run = harness()
-    run.gateway.body_limit = 64 * 1024
+    big.write_bytes(noisy_jpeg(777))
+    assert 64 * 1024 < big.stat().st_size < 10 * 1024 * 1024
+    run = harness(body_limit=64 * 1024)
     wait_until(
         lambda: run.jobs("kind = 'upload' AND state = 'failed'") and run.idle(),
         20,
         message="the big file's upload failed",
     )
     (failed,) = status_json(run.config_path)["failures"]["items"]
-    assert failed["path"] == "big.jpg" and "413" in failed["reason"], failed
+    assert failed["path"] == "big.jpg", failed
+    assert "HTTP 413 413 Request Entity Too Large" in failed["reason"], failed["reason"]
     assert len(emulator.assets()) == 3, "the daemon goes on with the other files"
     assert run.alive()
     run.gateway.body_limit = None  # the proxy's limit is raised

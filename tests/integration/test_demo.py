@@ -27,7 +27,7 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.timeout(90)
 def test_demo_uploads_mirrors_a_deletion_and_cleans_up(tmp_path: Path) -> None:
-    """The demo uploads five products with their tags, mirrors a deletion, sums up, leaves nothing."""
+    """Five products go up with their tags, a deletion is mirrored, a summary; nothing is left."""
     result = run_demo(tmp_path=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout

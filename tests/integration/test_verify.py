@@ -36,7 +36,7 @@ def test_an_asset_deleted_by_hand_is_found_missing_and_repaired(start_daemon, ho
     assert run.daemon.ctx is not None
     result = verify(run.daemon.ctx.ledger, run.daemon.ctx.client, repair=True)
     assert result.missing == [asset["asset_id"]] and result.requeued == 1
-    (again,) = wait_until(lambda: run.assets(), message="the asset uploaded again")
+    (again,) = wait_until(run.assets, message="the asset uploaded again")
     assert again["sha256"] == asset["sha256"] and again["asset_id"] != asset["asset_id"]
     wait_until(run.idle, message="idle")
     assert verify(run.daemon.ctx.ledger, run.daemon.ctx.client).ok
