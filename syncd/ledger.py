@@ -216,6 +216,14 @@ class Ledger:
                 self._release(conn, job.folder, row["asset_key"], hold=bool(job.detail.get("hold")))
         return row is not None
 
+    def file_forget(self, job: Job, reason: str) -> None:
+        """Stop tracking a path without releasing its asset (it became excluded)."""
+        with self.store.write() as conn:
+            conn.execute(
+                "DELETE FROM files WHERE folder = ? AND relpath = ?", (job.folder, job.relpath)
+            )
+            self.store.move(conn, job, S.CANCELLED, reason=reason)
+
     def _upsert_file(
         self,
         conn: Conn,

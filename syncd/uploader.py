@@ -55,7 +55,8 @@ class FileWorkflow:
             ctx.ledger.file_failed(job, None, None, f"unreadable: {exc.strerror or exc}")
             return
         if ctx.rules[folder.key].ignores_file(job.relpath):
-            ctx.ledger.store.transition(job, JobState.CANCELLED, reason="ignored")
+            # Newly excluded files stop being tracked; their assets stay in the library.
+            ctx.ledger.file_forget(job, "ignored by the folder's rules")
             return
         if not _inside(path, folder.path):
             ctx.ledger.file_failed(job, None, None, OUTSIDE_LINK)

@@ -191,3 +191,14 @@ def test_failed_jobs_are_retried_on_request(ledger: Ledger) -> None:
     assert [j.reason for j in ledger.failures()] == ["not an image"]
     assert ledger.retry_failed(["bad.jpg"]) == 1
     assert states(ledger, JobKind.FILE) == [str(JobState.PENDING)]
+
+
+def test_a_newly_excluded_file_is_forgotten_without_deleting_its_asset(ledger: Ledger) -> None:
+    """Excluding a tracked file stops tracking it; the remote asset is left alone."""
+    link(ledger, "a.jpg", SHA_A)
+    upload(ledger, "asset-1")
+    ledger.enqueue_paths(ROOT, ["a.jpg"])
+    ledger.file_forget(claim(ledger, JobKind.FILE, later=5), "ignored")
+    assert ledger.store.get_file(ROOT, "a.jpg") is None
+    assert states(ledger, JobKind.DELETE) == []
+    assert ledger.asset_by_sha(SHA_A)[0]["asset_id"] == "asset-1"
