@@ -40,6 +40,7 @@ from syncd.store import Store
 from syncd.sweep import Sweeper
 from syncd.tags import Rules
 from syncd.uploader import FileWorkflow, UploadWorkflow
+from syncd.verify import index_library
 from syncd.watcher import FolderWatcher
 
 log = structlog.get_logger(__name__)
@@ -84,6 +85,7 @@ class Daemon:
         self.rules = {f.key: Rules(f.include, f.exclude) for f in config.folders}
         self._client = client
         self.stopping = threading.Event()
+        self.indexed = threading.Event()
         self.wake = threading.Condition()
         self.events: queue.Queue[FsEvent] = queue.Queue(EVENT_QUEUE_SIZE)
         self.scan_requests: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -130,7 +132,7 @@ class Daemon:
         self.delete_flow = DeleteWorkflow(self.ctx)
 
     def start_threads(self, *, watch: bool = True) -> None:
-        self._spawn("syncd-scanner", self._scan_loop)
+        self._spawn("syncd-scanner", self._index_then_scan)
         if watch:
             self._spawn("syncd-recorder", self._record_loop)
         for i in range(HASH_WORKERS):
@@ -267,6 +269,23 @@ class Daemon:
     def request_scan(self, folder: str, prefix: str = "") -> None:
         self.scan_requests.put((folder, prefix))
 
+    def _index_then_scan(self) -> None:
+        """A new database first learns what the library holds; uploads wait for that."""
+        assert self.store is not None and self.ctx is not None
+        while not self.indexed.is_set() and not self.stopping.is_set():
+            if self.store.get_meta("library_indexed") is not None:
+                self.indexed.set()
+                break
+            try:
+                count = index_library(self.ctx.ledger, self.ctx.client)
+            except (ApiError, StoreError) as exc:
+                log.warning("library.index_failed", error=str(exc))
+                self.stopping.wait(self.timers.key_probe)
+                continue
+            log.info("library.indexed", assets=count)
+            self.indexed.set()
+        self._scan_loop()
+
     def _scan_loop(self) -> None:
         while not self.stopping.is_set():
             try:
@@ -294,6 +313,9 @@ class Daemon:
         assert self.store is not None and self.ctx is not None
         api = kinds == API_KINDS
         while not self.stopping.is_set():
+            if api and not self.indexed.is_set():
+                self._wait(0.2)
+                continue
             if api and not self.ctx.breaker.allow(self.clock()):
                 self._wait(min(1.0, max(0.05, self.ctx.breaker.wait_hint(self.clock()))))
                 continue

@@ -23,6 +23,7 @@ from syncd.model import (
     JobState,
     RemoteAsset,
     asset_key,
+    identity_tag,
 )
 from syncd.store import Conn, Row, Store, row_to_job
 
@@ -177,6 +178,8 @@ class Ledger:
             asset = conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
             for other in self._asset_jobs(conn, JobKind.DELETE, key, (S.WAITING, S.HELD, S.FAILED)):
                 self.store.move(conn, other, S.CANCELLED, reason="a file uses the asset again")
+            if asset["asset_id"] is None:
+                asset = self._adopt_indexed(conn, key, sha256, tags) or asset
             queued = False
             if asset["asset_id"] is None and not self._asset_jobs(
                 conn, JobKind.UPLOAD, key, (S.PENDING, S.UPLOADING, S.FAILED)
@@ -188,6 +191,35 @@ class Ledger:
             if old and old != key:
                 self._release(conn, job.folder, old, hold=bool(job.detail.get("hold")))
         return Linked(key, queued, asset["asset_id"])
+
+    def _adopt_indexed(
+        self, conn: Conn, key: str, sha256: str, tags: tuple[str, ...]
+    ) -> Row | None:
+        """Take the asset_id of a library asset found by the index, instead of uploading."""
+        found = conn.execute(
+            "SELECT asset_id FROM remote_index WHERE identity = ? AND tagset = ?",
+            (identity_tag(sha256), json.dumps(sorted(set(tags)))),
+        ).fetchone()
+        if found is None:
+            return None
+        conn.execute(
+            "UPDATE assets SET asset_id = ?, remote_status = 'indexed' WHERE key = ?",
+            (found["asset_id"], key),
+        )
+        return dict(conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone())
+
+    def remember_remote(self, found: Iterable[tuple[str, tuple[str, ...], str]]) -> int:
+        """Record library assets (identity tag, folder tags, asset_id) in one transaction."""
+        count = 0
+        with self.store.write() as conn:
+            for identity, tags, asset_id in found:
+                conn.execute(
+                    "INSERT OR IGNORE INTO remote_index (identity, tagset, asset_id)"
+                    " VALUES (?, ?, ?)",
+                    (identity, json.dumps(sorted(set(tags))), asset_id),
+                )
+                count += 1
+        return count
 
     def file_failed(self, job: Job, stat: FileStat | None, sha256: str | None, reason: str) -> None:
         """A file that cannot be uploaded: remembered with its problem, not read again."""

@@ -14,6 +14,8 @@ Tables:
 * ``jobs``: the durable queue; ``state`` follows ``model.TRANSITIONS``.
 * ``folders``: per hot folder, the device its root was on and its health.
 * ``meta``: key/value facts (the API key rejected since, last upload, ...).
+* ``remote_index``: assets found in the library by their identity tag before this
+  database knew them; a file whose (content, tags) is there is linked, not uploaded.
 """
 
 from __future__ import annotations
@@ -80,6 +82,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE files ADD COLUMN problem TEXT",
         "ALTER TABLE assets ADD COLUMN adapted TEXT",
         "ALTER TABLE folders ADD COLUMN approved INTEGER NOT NULL DEFAULT 0",
+    ),
+    # 3: what the library already holds, read back by identity tag when a database is
+    #    new (a first start, or one that replaced a lost database), so nothing is sent twice.
+    (
+        """CREATE TABLE remote_index (
+            identity TEXT NOT NULL,
+            tagset TEXT NOT NULL,
+            asset_id TEXT NOT NULL,
+            PRIMARY KEY (identity, tagset)
+        )""",
     ),
 )
 

@@ -1,17 +1,23 @@
-"""Compare the library with what the store says was uploaded, by the identity tag.
+"""Read the library back by the identity tag: index it for a new database, or verify it.
 
 Every asset syncd uploads carries ``sha256:<32 hex>``; with it the library can be read
 back and matched exactly against the store: what is missing remotely (deleted by hand in
 the web app), what is there twice (should never happen), and which of our assets the store
 does not know (a state database that was lost or replaced). ``repair`` re-queues uploads
 for the missing ones; nothing is ever deleted by a verification.
+
+A new state database (a first start, or one that replaced a lost or corrupt one) first
+indexes the library (:func:`index_library`), so files whose (content, tags) is already
+there are linked to those assets instead of being uploaded a second time.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
 from syncd.api import AssetsClient
 from syncd.ledger import Ledger
@@ -89,3 +95,21 @@ def verify(ledger: Ledger, client: AssetsClient, *, repair: bool = False) -> Ver
         if key not in local:
             result.unknown.extend(ids)
     return result
+
+
+def _ours(client: AssetsClient) -> Iterator[tuple[str, tuple[str, ...], str]]:
+    for asset in client.iter_assets():
+        identity = [t for t in asset.tags if t.startswith(IDENTITY_PREFIX)]
+        if len(identity) == 1:
+            tags = tuple(t for t in asset.tags if not t.startswith(IDENTITY_PREFIX))
+            yield identity[0], tags, asset.asset_id
+
+
+def index_library(ledger: Ledger, client: AssetsClient, *, batch: int = 1000) -> int:
+    """Record every asset of the library that carries an identity tag; streamed, batched."""
+    found = _ours(client)
+    total = 0
+    while chunk := list(islice(found, batch)):
+        total += ledger.remember_remote(chunk)
+    ledger.store.set_meta("library_indexed", str(ledger.store.clock()))
+    return total

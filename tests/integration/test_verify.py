@@ -59,3 +59,20 @@ def test_our_assets_the_store_does_not_know_are_reported(start_daemon, hot, emul
     assert run.daemon.ctx is not None
     result = verify(run.daemon.ctx.ledger, run.daemon.ctx.client)
     assert result.unknown == [answer.json()["asset_id"]] and not result.missing
+
+
+def test_a_lost_state_database_uploads_nothing_twice(start_daemon, hot: Path, tmp_path) -> None:
+    """With the state database deleted, a restart indexes the library and re-uploads nothing."""
+    run: Running = start_daemon()
+    for i in range(4):
+        write_image(hot / "lost" / f"{i}.jpg", 330 + i)
+    run.wait_assets(4)
+    run.stop()
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"state.db{suffix}").unlink(missing_ok=True)
+    write_image(hot / "lost" / "new.jpg", 340)
+    run2: Running = start_daemon()
+    run2.wait_assets(5)
+    assert run2.emulator.stats()["requests"]["POST /v1/training-asset"] == 5
+    assert run2.daemon.store is not None
+    assert run2.daemon.store.tracked_count(run2.config.folders[0].key) == 5
