@@ -156,6 +156,41 @@ def approve_deletes(config_path: Path | None, folder: str | None) -> None:
 
 @main.command()
 @config_option
+@click.option("--repair", is_flag=True, help="Queue uploads again for assets missing remotely.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+def verify(config_path: Path | None, repair: bool, as_json: bool) -> None:
+    """Compare the library with the state database by identity tag (exit 1 if they differ)."""
+    import json
+
+    from syncd.api import AssetsClient
+    from syncd.config import require_api_key
+    from syncd.verify import verify as compare
+
+    with _errors(), _ledger(config_path) as ledger:
+        config = load_config(config_path)
+        with AssetsClient(
+            config.api.base_url, require_api_key(config).reveal, timeout=config.api.timeout_seconds
+        ) as client:
+            result = compare(ledger, client, repair=repair)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        click.echo(
+            f"library: {result.checked_remote} assets; state database: "
+            f"{result.checked_local} uploaded assets"
+        )
+        click.echo(
+            f"missing remotely: {len(result.missing)}"
+            + (f" ({result.requeued} queued again)" if repair else "")
+        )
+        click.echo(f"duplicated remotely: {len(result.duplicates)}")
+        click.echo(f"in the library with an identity tag but unknown here: {len(result.unknown)}")
+        click.echo("in agreement" if result.ok else "they differ")
+    sys.exit(0 if result.ok else EXIT_FAILED)
+
+
+@main.command()
+@config_option
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON object (its keys are listed in the README)."
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -76,3 +77,21 @@ def test_a_lost_state_database_uploads_nothing_twice(start_daemon, hot: Path, tm
     assert run2.emulator.stats()["requests"]["POST /v1/training-asset"] == 5
     assert run2.daemon.store is not None
     assert run2.daemon.store.tracked_count(run2.config.folders[0].key) == 5
+
+
+def test_the_verify_command_reports_agreement_and_difference(start_daemon, hot, cli) -> None:
+    """`syncd verify --json` exits 0 when the library agrees and 1 when an asset is gone."""
+    run: Running = start_daemon()
+    write_image(hot / "a.jpg", 350)
+    (asset,) = run.wait_assets(1)
+    conf = next(iter(sorted(hot.parent.glob("config*.toml"))))
+    clean = cli("verify", "-c", conf, "--json")
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout)["ok"] is True
+    httpx.delete(
+        f"{run.emulator.base_url}/v1/assets/{asset['asset_id']}",
+        headers={"Authorization": "Bearer test-key"},
+    )
+    differ = cli("verify", "-c", conf)
+    assert differ.returncode == 1
+    assert "missing remotely: 1" in differ.stdout
