@@ -118,6 +118,9 @@ class Store:
         try:
             store._check_identity()
             store.migrate()
+        except sqlite3.Error as exc:
+            store.close()
+            raise _translate(exc, path) from None
         except BaseException:
             store.close()
             raise
@@ -181,10 +184,26 @@ class Store:
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
+            self._match_owner()
         return conn
 
-    def db(self) -> sqlite_utils.Database:
-        return sqlite_utils.Database(self.conn(), execute_plugins=False, recursive_triggers=False)
+    def _match_owner(self) -> None:
+        """Root running `status` or `retry` must not leave root-owned -wal/-shm files
+        beside a service's database, which the service could then not open."""
+        if os.geteuid() != 0:
+            return
+        with contextlib.suppress(OSError):
+            owner = self.path.stat()
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists() and side.stat().st_uid != owner.st_uid:
+                    os.chown(side, owner.st_uid, owner.st_gid)
+
+    def db(self, conn: sqlite3.Connection | None = None) -> sqlite_utils.Database:
+        """sqlite-utils over this thread's connection (inside its transaction, if any)."""
+        return sqlite_utils.Database(
+            conn or self.conn(), execute_plugins=False, recursive_triggers=False
+        )
 
     def close(self) -> None:
         with self._conns_lock:
@@ -223,7 +242,7 @@ class Store:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
-            return [dict(r) for r in self.conn().execute(sql, params).fetchall()]
+            return list(self.db().query(sql, params))
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
 
@@ -291,23 +310,22 @@ class Store:
         if start != INITIAL[kind] and not allowed(kind, INITIAL[kind], start):
             raise InvalidTransition(f"a {kind} job cannot start as {start}")
         now = self.clock()
-        cur = conn.execute(
-            "INSERT INTO jobs (kind, state, attempt, folder, relpath, asset_key, not_before,"
-            " reason, created_at, updated_at, detail) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                str(kind),
-                str(start),
-                folder,
-                relpath,
-                asset_key,
-                not_before,
-                reason,
-                now,
-                now,
-                json.dumps(detail or {}),
-            ),
-        )
-        return int(cur.lastrowid or 0)
+        row = {
+            "kind": str(kind),
+            "state": str(start),
+            "attempt": 0,
+            "folder": folder,
+            "relpath": relpath,
+            "asset_key": asset_key,
+            "not_before": not_before,
+            "reason": reason,
+            "created_at": now,
+            "updated_at": now,
+            "detail": json.dumps(detail or {}),
+        }
+        table = self.db(conn).table("jobs").insert(row)
+        assert table.last_rowid is not None
+        return table.last_rowid
 
     def jobs_where(self, conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[Job]:
         rows = conn.execute(f"SELECT * FROM jobs WHERE {where}", params).fetchall()  # noqa: S608
@@ -412,7 +430,7 @@ class Store:
             if value is None:
                 conn.execute("DELETE FROM meta WHERE key = ?", (key,))
             else:
-                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+                self.db(conn).table("meta").upsert({"key": key, "value": value}, pk="key")
 
     def get_meta(self, key: str) -> str | None:
         rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -424,9 +442,7 @@ class Store:
 
     def set_folder(self, key: str, **fields: Any) -> None:
         with self.write() as conn:
-            conn.execute("INSERT OR IGNORE INTO folders (key) VALUES (?)", (key,))
-            sets = ", ".join(f"{k} = ?" for k in fields)
-            conn.execute(f"UPDATE folders SET {sets} WHERE key = ?", [*fields.values(), key])  # noqa: S608
+            self.db(conn).table("folders").upsert({"key": key, **fields}, pk="key")
 
 
 def _job_fields(job: Job) -> dict[str, Any]:

@@ -165,3 +165,20 @@ def test_readonly_open_does_not_create_a_database(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no state database"):
         Store.open_readonly(tmp_path / "none.db")
     assert not (tmp_path / "none.db").exists()
+
+
+def test_root_leaves_no_root_owned_side_files_beside_a_service_database(tmp_path: Path) -> None:
+    """-wal and -shm made while root reads a database take the database owner's uid."""
+    import os
+
+    path = tmp_path / "state.db"
+    Store.open(path).close()
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    os.chown(path, 65534, 65534)
+    store = Store.open_readonly(path)
+    store.query("SELECT count(*) FROM jobs")
+    sides = [path.with_name(path.name + s) for s in ("-wal", "-shm")]
+    owners = {p.stat().st_uid for p in sides if p.exists()}
+    store.close()
+    assert os.geteuid() != 0 or owners <= {65534}
