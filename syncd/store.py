@@ -184,20 +184,7 @@ class Store:
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
-            self._match_owner()
         return conn
-
-    def _match_owner(self) -> None:
-        """Root running `status` or `retry` must not leave root-owned -wal/-shm files
-        beside a service's database, which the service could then not open."""
-        if os.geteuid() != 0:
-            return
-        with contextlib.suppress(OSError):
-            owner = self.path.stat()
-            for suffix in ("-wal", "-shm"):
-                side = self.path.with_name(self.path.name + suffix)
-                if side.exists() and side.stat().st_uid != owner.st_uid:
-                    os.chown(side, owner.st_uid, owner.st_gid)
 
     def db(self, conn: sqlite3.Connection | None = None) -> sqlite_utils.Database:
         """sqlite-utils over this thread's connection (inside its transaction, if any)."""

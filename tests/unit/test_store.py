@@ -168,7 +168,10 @@ def test_readonly_open_does_not_create_a_database(tmp_path: Path) -> None:
 
 
 def test_root_leaves_no_root_owned_side_files_beside_a_service_database(tmp_path: Path) -> None:
-    """-wal and -shm made while root reads a database take the database owner's uid."""
+    """-wal and -shm made while root works on a service's database take its owner's uid.
+
+    SQLite itself does this for root; the test keeps `sudo syncd retry` safe if that changes.
+    """
     import os
 
     path = tmp_path / "state.db"
@@ -176,9 +179,10 @@ def test_root_leaves_no_root_owned_side_files_beside_a_service_database(tmp_path
     for suffix in ("-wal", "-shm"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)
     os.chown(path, 65534, 65534)
-    store = Store.open_readonly(path)
-    store.query("SELECT count(*) FROM jobs")
+    store = Store.open(path, lock=False)
+    store.set_meta("touched", "yes")
     sides = [path.with_name(path.name + s) for s in ("-wal", "-shm")]
     owners = {p.stat().st_uid for p in sides if p.exists()}
     store.close()
-    assert os.geteuid() != 0 or owners <= {65534}
+    assert owners, "a write in WAL mode leaves -wal and -shm files"
+    assert owners == ({65534} if os.geteuid() == 0 else {os.geteuid()})
