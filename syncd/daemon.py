@@ -76,10 +76,13 @@ class Daemon:
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
         timers: Timers | None = None,
+        max_watches: int | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.timers = timers or Timers()
+        # Caps each folder's inotify watches (None: the system's limit is the only one).
+        self.max_watches = max_watches
         self.notifier = notifier or Notifier.from_env()
         self.folders = {f.key: f for f in config.folders}
         self.rules = {f.key: Rules(f.include, f.exclude) for f in config.folders}
@@ -98,6 +101,7 @@ class Daemon:
         self._scanning = threading.Event()
         self._last_scan: dict[str, float] = {}
         self._scan_retry: dict[str, float] = {}
+        self._approval_scans: set[str] = set()
         self.busy = 0
         self._busy_lock = threading.Lock()
 
@@ -190,6 +194,7 @@ class Daemon:
             for folder in self.config.folders:
                 self._ensure_watcher(folder)
                 self._periodic_rescan(folder)
+                self._scan_if_approved(folder)
             self._probe_key()
         except Exception:
             log.exception("daemon.maintain_failed")
@@ -425,6 +430,7 @@ class Daemon:
             self.sink,
             polling=folder.polling,
             poll_interval=folder.poll_interval_seconds,
+            max_watches=self.max_watches,
         )
         if watcher.start() is False:
             return
@@ -454,6 +460,22 @@ class Daemon:
         if period > 0 and last is not None and time.monotonic() - last >= period:
             self._last_scan[folder.key] = time.monotonic()
             self.request_scan(folder.key)
+
+    def _scan_if_approved(self, folder: FolderConfig) -> None:
+        """Scan a guarded folder once ``syncd approve-deletes`` has accepted it.
+
+        The command only writes to the database; without this, what the guard held back
+        would wait for the next periodic rescan (an hour by default).
+        """
+        assert self.store is not None
+        row = self.store.folder_row(folder.key) or {}
+        approved = row.get("health") == "guarded" and bool(row.get("approved"))
+        if approved and folder.key not in self._approval_scans:
+            self._approval_scans.add(folder.key)
+            log.info("folder.approved", folder=folder.key)
+            self.request_scan(folder.key)
+        elif not approved:
+            self._approval_scans.discard(folder.key)
 
     def _probe_key(self) -> None:
         """While the key is rejected, try it now and then (a replaced key file is re-read)."""

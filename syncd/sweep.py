@@ -63,7 +63,7 @@ class Sweeper:
             return report
         report.guard = ctx.root_problem(folder)
         rules = ctx.rules[folder.key]
-        if prefix and (rules.ignores_dir(prefix) or not (folder.path / prefix).is_dir()):
+        if prefix and (rules.ignores_dir(prefix) or not _real_folder(folder.path, prefix)):
             seen: Iterator[tuple[str, FileStat]] = iter(())
             walk = None
         else:

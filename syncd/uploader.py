@@ -62,11 +62,35 @@ class FileWorkflow:
             ctx.ledger.file_failed(job, None, None, OUTSIDE_LINK)
             log.warning("file.failed", folder=folder.key, path=job.relpath, reason=OUTSIDE_LINK)
             return
-        age = ctx.clock() - stat.mtime_ns / 1e9
-        if age < folder.settle_seconds:
-            ctx.ledger.retry_later(job, folder.settle_seconds - age + 0.05, "settling")
+        if self._settling(job, folder, stat):
             return
         self._hash_and_link(job, folder, path, stat)
+
+    def _settling(self, job: Job, folder: FolderConfig, stat: FileStat) -> bool:
+        """Put the job back until the file has been still for ``settle_seconds``.
+
+        The mtime says when the file last changed, unless it lies in the future (a camera
+        card written in local time, a NAS with a fast clock): waiting for that moment could
+        take hours, so such a file must instead look the same twice, one settle apart.
+        """
+        now = self.ctx.clock()
+        age = now - stat.mtime_ns / 1e9
+        if age >= folder.settle_seconds:
+            return False
+        if age >= 0:
+            self.ctx.ledger.retry_later(job, folder.settle_seconds - age + 0.05, "settling")
+            return True
+        seen = [stat.size, stat.mtime_ns, stat.inode]
+        if job.detail.get("seen") == seen:
+            return False
+        self.ctx.ledger.store.transition(
+            job,
+            JobState.PENDING,
+            not_before=now + folder.settle_seconds,
+            reason="settling (its mtime is in the future)",
+            detail={**job.detail, "seen": seen},
+        )
+        return True
 
     def _gone(self, job: Job, folder: FolderConfig) -> None:
         problem = self.ctx.root_problem(folder)
