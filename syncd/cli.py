@@ -150,8 +150,10 @@ def approve_deletes(config_path: Path | None, folder: str | None) -> None:
     """Let held deletions go (and accept an empty root or a new device for held folders)."""
     with _errors(), _ledger(config_path) as ledger:
         key = str(Path(folder).expanduser().resolve()) if folder else None
-        count = ledger.approve_deletes(key)
+        count, accepted = ledger.approve_deletes(key)
         click.echo(f"approved {count} held deletion(s)")
+        for root in accepted:
+            click.echo(f"accepted the guarded folder {root}: a running daemon rescans it now")
 
 
 @main.command()

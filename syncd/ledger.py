@@ -437,8 +437,11 @@ class Ledger:
 
     # -- operator actions --------------------------------------------------------------
 
-    def approve_deletes(self, folder: str | None = None) -> int:
-        """Release held deletions (of one folder or all) and accept guarded roots."""
+    def approve_deletes(self, folder: str | None = None) -> tuple[int, list[str]]:
+        """Release held deletions (of one folder or all) and accept guarded roots.
+
+        Returns how many deletions were released and which guarded folders were accepted.
+        """
         where, params = ("kind = 'delete' AND state = 'held'", [])
         if folder:
             where, params = where + " AND folder = ?", [folder]
@@ -447,11 +450,18 @@ class Ledger:
             jobs = self.store.jobs_where(conn, where, params)
             for job in jobs:
                 self.store.move(conn, job, S.WAITING, not_before=now, reason="approved")
+            guarded = [
+                row["key"]
+                for row in conn.execute(
+                    "SELECT key FROM folders WHERE health = 'guarded' AND (? IS NULL OR key = ?)",
+                    (folder, folder),
+                )
+            ]
             conn.execute(
                 "UPDATE folders SET approved = 1 WHERE health != 'ok' AND (? IS NULL OR key = ?)",
                 (folder, folder),
             )
-        return len(jobs)
+        return len(jobs), guarded
 
     def retry_failed(self, relpaths: Sequence[str] = ()) -> int:
         """Put failed jobs (all, or those for these paths) back in the queue."""

@@ -127,6 +127,8 @@ class Sweeper:
             paths = []
             for d in batch:
                 if d.change is plan.Change.GONE:
+                    if _still_there_but_skipped(folder, d):
+                        continue
                     if report.guard:
                         report.gone_held += 1
                         continue
@@ -149,3 +151,13 @@ def _real_folder(root: Path, prefix: str) -> bool:
     """A folder reached without a symlink: a link to a folder is never followed (it may loop)."""
     path = root / prefix
     return path.is_dir() and Path(os.path.realpath(path)) == Path(os.path.realpath(root)) / prefix
+
+
+def _still_there_but_skipped(folder: FolderConfig, difference: plan.Difference) -> bool:
+    """A remembered bad file the walk skips (a FIFO, a link to a folder) is not gone."""
+    tracked = difference.tracked
+    return (
+        tracked is not None
+        and tracked.problem is not None
+        and os.path.lexists(folder.path / difference.relpath)
+    )

@@ -149,7 +149,7 @@ def test_a_burst_over_max_deletes_holds_them_all(ledger: Ledger) -> None:
         gone(ledger, f"{i}.jpg")
     assert states(ledger, JobKind.DELETE) == ["held"] * 5
     assert len(ledger.held()) == 5
-    assert ledger.approve_deletes() == 5
+    assert ledger.approve_deletes() == (5, [])
     assert states(ledger, JobKind.DELETE) == ["waiting"] * 5
 
 
