@@ -65,7 +65,7 @@ _T = TypeVar("_T")
 
 @runtime_checkable
 class KeySource(Protocol):
-    """Anything that hands out the current API key (``syncd.config.ApiKey`` does)."""
+    """Anything that hands out the current API key (``syncd.apikey.ApiKey`` does)."""
 
     def reveal(self) -> str: ...
 

@@ -18,8 +18,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from syncd.api import AssetsClient
+from syncd.apikey import ApiKey
 from syncd.config import (
-    ApiKey,
     Config,
     FolderConfig,
     check_folders,

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from syncd import checks
+from syncd.apikey import ApiKey
 from syncd.checks import Level
-from syncd.config import ApiConfig, ApiKey, Config, FolderConfig, StateConfig
+from syncd.config import ApiConfig, Config, FolderConfig, StateConfig
 from syncd.store import Store
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from syncd import config as cfg
-from syncd.config import ApiKey, Config, ConfigError
+from syncd.apikey import ApiKey
+from syncd.config import Config, ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.toml"
