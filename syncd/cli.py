@@ -81,8 +81,8 @@ def run(config_path: Path | None) -> None:
         config = load_config(config_path)
         _require_folders(config)
         daemon = Daemon(config)
-        daemon.start()
         _on_signals(daemon.request_stop)
+        daemon.start()
         try:
             daemon.run_forever()
         finally:
@@ -106,8 +106,8 @@ def sync(config_path: Path | None, max_wait: float) -> None:
         config = load_config(config_path)
         _require_folders(config)
         daemon = Daemon(config)
-        daemon.start()
         _on_signals(daemon.request_stop)
+        daemon.start()
         try:
             with _progress() as progress:
                 code = daemon.sync_once(max_wait=max_wait, progress=progress)

@@ -2,9 +2,8 @@
 
 Threads (a fixed set, never one per file):
 
-* one watchdog observer per folder, whose handler only puts events on a bounded queue;
-* the recorder, which writes queued events to the store in batches (nothing acts on an
-  event before it is in SQLite; a full queue means a rescan, never a lost change);
+* one watchdog observer per folder and the recorder that writes their events to the
+  store in batches (``intake``: nothing acts on an event before it is in SQLite);
 * the scanner, which runs requested scans one at a time;
 * two hash workers for ``file`` jobs and ``api.concurrency`` workers for uploads/deletes;
 * the main thread: folder health, periodic rescans, the key probe, sd_notify.
@@ -26,15 +25,15 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from syncd import scanner
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import Config, FolderConfig, require_api_key
 from syncd.context import Context
 from syncd.deletions import DeleteWorkflow
-from syncd.errors import ApiError, AuthError, StaleAttempt, StoreError
+from syncd.errors import ApiError, AuthError, PermanentError, StaleAttempt, StoreError
+from syncd.intake import Intake
 from syncd.ledger import Ledger
-from syncd.model import EventKind, FsEvent, Job, JobKind, Workflow
+from syncd.model import Job, JobKind, Workflow
 from syncd.notify import Notifier
 from syncd.store import Store
 from syncd.sweep import Sweeper
@@ -45,7 +44,6 @@ from syncd.watcher import FolderWatcher
 
 log = structlog.get_logger(__name__)
 
-EVENT_QUEUE_SIZE = 20_000
 API_KINDS = (JobKind.UPLOAD, JobKind.DELETE)
 FILE_KINDS = (JobKind.FILE,)
 HASH_WORKERS = 2
@@ -81,7 +79,6 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.timers = timers or Timers()
-        # Caps each folder's inotify watches (None: the system's limit is the only one).
         self.max_watches = max_watches
         self.notifier = notifier or Notifier.from_env()
         self.folders = {f.key: f for f in config.folders}
@@ -90,14 +87,10 @@ class Daemon:
         self.stopping = threading.Event()
         self.indexed = threading.Event()
         self.wake = threading.Condition()
-        self.events: queue.Queue[FsEvent] = queue.Queue(EVENT_QUEUE_SIZE)
         self.scan_requests: queue.Queue[tuple[str, str]] = queue.Queue()
-        self.watchers: dict[str, FolderWatcher] = {}
         self.threads: list[threading.Thread] = []
         self.store: Store | None = None
         self.ctx: Context | None = None
-        self._overflowed: set[str] = set()
-        self._gone_roots: set[str] = set()
         self._scanning = threading.Event()
         self._last_scan: dict[str, float] = {}
         self._scan_retry: dict[str, float] = {}
@@ -130,6 +123,13 @@ class Daemon:
             clock=self.clock,
             rand=random.random,
         )
+        self.intake = Intake(
+            ledger,
+            self.rules,
+            request_scan=self.request_scan,
+            wake=self._notify_all,
+            max_watches=self.max_watches,
+        )
         self.sweeper = Sweeper(self.ctx)
         self.file_flow = FileWorkflow(self.ctx)
         self.upload_flow = UploadWorkflow(self.ctx)
@@ -138,7 +138,7 @@ class Daemon:
     def start_threads(self, *, watch: bool = True) -> None:
         self._spawn("syncd-scanner", self._index_then_scan)
         if watch:
-            self._spawn("syncd-recorder", self._record_loop)
+            self._spawn("syncd-recorder", lambda: self.intake.record_loop(self.stopping))
         for i in range(HASH_WORKERS):
             self._spawn(f"syncd-hash-{i}", lambda: self._work_loop(FILE_KINDS))
         for i in range(self.config.api.concurrency):
@@ -156,15 +156,14 @@ class Daemon:
     def stop(self) -> None:
         self.stopping.set()
         self.notifier.stopping()
-        for watcher in list(self.watchers.values()):
-            with contextlib.suppress(Exception):
-                watcher.stop()
-        self.watchers.clear()
+        if self.ctx is not None:
+            self.intake.stop_all()
         self._notify_all()
         deadline = time.monotonic() + STOP_DEADLINE
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self._drain_events()
+        if self.ctx is not None:
+            self.intake.drain()
         if self._client is not None:
             self._client.close()
         if self.store is not None:
@@ -177,7 +176,7 @@ class Daemon:
         """The daemon: watch, scan, work, until asked to stop."""
         self.start_threads()
         for folder in self.config.folders:
-            self._ensure_watcher(folder)
+            self.intake.ensure_watcher(folder)
         self.notifier.ready(self.status_line())
         log.info("daemon.ready", folders=list(self.folders))
         last_beat = 0.0
@@ -192,7 +191,7 @@ class Daemon:
         """One pass of housekeeping; a failure here is logged, never fatal."""
         try:
             for folder in self.config.folders:
-                self._ensure_watcher(folder)
+                self.intake.ensure_watcher(folder)
                 self._periodic_rescan(folder)
                 self._scan_if_approved(folder)
             self._probe_key()
@@ -221,55 +220,9 @@ class Daemon:
             text += "; PAUSED: the API key is not accepted"
         return text
 
-    def _record_loop(self) -> None:
-        """Write watcher events to the store in batches; hints become durable jobs."""
-        while not self.stopping.is_set():
-            try:
-                first = self.events.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            batch = [first]
-            with contextlib.suppress(queue.Empty):
-                while len(batch) < 1000:
-                    batch.append(self.events.get_nowait())
-            self._record(batch)
-
-    def _drain_events(self) -> None:
-        batch: list[FsEvent] = []
-        with contextlib.suppress(queue.Empty):
-            while True:
-                batch.append(self.events.get_nowait())
-        if batch:
-            with contextlib.suppress(Exception):
-                self._record(batch)
-
-    def _record(self, batch: list[FsEvent]) -> None:
-        assert self.ctx is not None
-        for event in batch:
-            if event.kind is EventKind.RESCAN:
-                self.request_scan(event.folder)
-            elif event.kind is EventKind.ROOT_GONE:
-                self._root_gone(event.folder)
-        try:
-            scans = self.ctx.ledger.record_events(batch)
-        except StoreError as exc:
-            log.warning("events.not_recorded", error=str(exc), count=len(batch))
-            for folder in {e.folder for e in batch}:
-                self.request_scan(folder)
-            return
-        for folder, prefix in scans:
-            self.request_scan(folder, prefix)
-        self._notify_all()
-
-    def sink(self, event: FsEvent) -> None:
-        """Called on watchdog's thread: never blocks for long, never raises."""
-        try:
-            self.events.put_nowait(event)
-        except queue.Full:
-            if event.folder not in self._overflowed:
-                self._overflowed.add(event.folder)
-                log.warning("events.overflow", folder=event.folder)
-                self.scan_requests.put((event.folder, ""))
+    @property
+    def watchers(self) -> dict[str, FolderWatcher]:
+        return self.intake.watchers
 
     def request_scan(self, folder: str, prefix: str = "") -> None:
         self.scan_requests.put((folder, prefix))
@@ -283,12 +236,26 @@ class Daemon:
                 break
             try:
                 count = index_library(self.ctx.ledger, self.ctx.client)
+            except AuthError as exc:
+                self.ctx.breaker.auth_rejected(self.clock(), str(exc))
+                self.stopping.wait(self.timers.key_probe)
+                continue
+            except PermanentError as exc:
+                # The list itself is refused: uploads go on; a lost database is the only
+                # case where that could send something twice.
+                log.exception("library.index_refused", error=str(exc))
+                break
             except (ApiError, StoreError) as exc:
                 log.warning("library.index_failed", error=str(exc))
                 self.stopping.wait(self.timers.key_probe)
                 continue
+            except Exception:
+                log.exception("library.index_crashed")
+                self.stopping.wait(self.timers.key_probe)
+                continue
             log.info("library.indexed", assets=count)
             self.indexed.set()
+        self.indexed.set()
         self._scan_loop()
 
     def _scan_loop(self) -> None:
@@ -302,8 +269,9 @@ class Daemon:
                 continue
             self._scanning.set()
             try:
-                self._overflowed.discard(key)
                 self.sweeper.scan(folder, prefix)
+                if not prefix:
+                    self.intake.scanned(key)
                 if not prefix:
                     self._last_scan[key] = time.monotonic()
             except StoreError as exc:
@@ -401,54 +369,6 @@ class Daemon:
             self.wake.notify_all()
 
     # -- folders --------------------------------------------------------------------
-
-    def _ensure_watcher(self, folder: FolderConfig) -> None:
-        """Start a watcher where none runs; replace a dead one (and rescan)."""
-        watcher = self.watchers.get(folder.key)
-        if folder.key in self._gone_roots:
-            self._gone_roots.discard(folder.key)
-            if watcher is not None:
-                with contextlib.suppress(Exception):
-                    watcher.stop()
-                del self.watchers[folder.key]
-                watcher = None
-        if watcher is not None and watcher.alive():
-            return
-        if watcher is not None:
-            log.warning("watcher.dead", folder=folder.key)
-            with contextlib.suppress(Exception):
-                watcher.stop()
-            del self.watchers[folder.key]
-        health = scanner.root_health(folder.path, expected_dev=None)
-        if not health.ok:
-            self._mark_unavailable(folder.key, health.reason or "unavailable")
-            return
-        watcher = FolderWatcher(
-            folder.key,
-            folder.path,
-            self.rules[folder.key],
-            self.sink,
-            polling=folder.polling,
-            poll_interval=folder.poll_interval_seconds,
-            max_watches=self.max_watches,
-        )
-        if watcher.start() is False:
-            return
-        self.watchers[folder.key] = watcher
-        log.info("watcher.started", folder=folder.key, mode=watcher.mode)
-        self.request_scan(folder.key)
-
-    def _mark_unavailable(self, key: str, reason: str) -> None:
-        assert self.store is not None
-        row = self.store.folder_row(key) or {}
-        if row.get("health") != "unavailable":
-            log.warning("folder.unavailable", folder=key, reason=reason)
-            self.store.set_folder(key, health="unavailable", reason=reason)
-
-    def _root_gone(self, key: str) -> None:
-        """Heard on the recorder thread; the main loop retires the watcher."""
-        self._gone_roots.add(key)
-        self._mark_unavailable(key, "root disappeared (unmounted?); holding")
 
     def _periodic_rescan(self, folder: FolderConfig) -> None:
         retry = self._scan_retry.get(folder.key)

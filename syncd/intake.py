@@ -1,0 +1,174 @@
+"""Filesystem hints in: one watcher per folder, a bounded queue, the store in batches.
+
+The watchdog handler only puts events on a bounded queue (it must never block or raise);
+the recorder thread writes them to SQLite in batches, so nothing acts on an event before
+it is durable. A full queue, a dead observer or a root that vanished never loses a
+change: each one asks for a scan, and the scan is the truth.
+
+Watchers are started, replaced and retired only by the daemon's main loop
+(:meth:`Intake.ensure_watcher`); the recorder thread merely notes a root that went away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Mapping
+
+import structlog
+
+from syncd import scanner
+from syncd.config import FolderConfig
+from syncd.errors import StoreError
+from syncd.ledger import Ledger
+from syncd.model import EventKind, FsEvent
+from syncd.tags import Rules
+from syncd.watcher import FolderWatcher
+
+log = structlog.get_logger(__name__)
+
+EVENT_QUEUE_SIZE = 20_000
+BATCH = 1000
+
+
+class Intake:
+    """Watchers, the event queue and the recorder; ``request_scan`` and ``wake`` go out."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        rules: Mapping[str, Rules],
+        *,
+        request_scan: Callable[[str, str], None],
+        wake: Callable[[], None],
+        max_watches: int | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.rules = rules
+        self.request_scan = request_scan
+        self.wake = wake
+        # Caps each folder's inotify watches (None: the system's limit is the only one).
+        self.max_watches = max_watches
+        self.events: queue.Queue[FsEvent] = queue.Queue(EVENT_QUEUE_SIZE)
+        self.watchers: dict[str, FolderWatcher] = {}
+        self._overflowed: set[str] = set()
+        self._gone_roots: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- the watchdog side -------------------------------------------------------------
+
+    def sink(self, event: FsEvent) -> None:
+        """Called on watchdog's thread: never blocks for long, never raises."""
+        try:
+            self.events.put_nowait(event)
+        except queue.Full:
+            with self._lock:
+                first = event.folder not in self._overflowed
+                self._overflowed.add(event.folder)
+            if first:
+                log.warning("events.overflow", folder=event.folder)
+                self.request_scan(event.folder, "")
+
+    def scanned(self, folder: str) -> None:
+        """A full scan ran: events dropped for this folder before it are accounted for."""
+        with self._lock:
+            self._overflowed.discard(folder)
+
+    # -- the recorder ------------------------------------------------------------------
+
+    def record_loop(self, stopping: threading.Event) -> None:
+        """Write queued events to the store in batches until ``stopping`` is set."""
+        while not stopping.is_set():
+            try:
+                first = self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < BATCH:
+                    batch.append(self.events.get_nowait())
+            self.record(batch)
+
+    def drain(self) -> None:
+        """At stop: record what is still queued (what is lost here, the next scan finds)."""
+        batch: list[FsEvent] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batch.append(self.events.get_nowait())
+        if batch:
+            with contextlib.suppress(Exception):
+                self.record(batch)
+
+    def record(self, batch: list[FsEvent]) -> None:
+        for event in batch:
+            if event.kind is EventKind.RESCAN:
+                self.request_scan(event.folder, "")
+            elif event.kind is EventKind.ROOT_GONE:
+                self._root_gone(event.folder)
+        try:
+            scans = self.ledger.record_events(batch)
+        except StoreError as exc:
+            log.warning("events.not_recorded", error=str(exc), count=len(batch))
+            for folder in {e.folder for e in batch}:
+                self.request_scan(folder, "")
+            return
+        for folder, prefix in scans:
+            self.request_scan(folder, prefix)
+        self.wake()
+
+    # -- watchers (main loop only) -----------------------------------------------------
+
+    def ensure_watcher(self, folder: FolderConfig) -> None:
+        """Start a watcher where none runs; replace a dead or retired one (and rescan)."""
+        watcher = self.watchers.get(folder.key)
+        with self._lock:
+            retired = folder.key in self._gone_roots
+            self._gone_roots.discard(folder.key)
+        if watcher is not None and watcher.alive() and not retired:
+            return
+        if watcher is not None:
+            if not retired:
+                log.warning("watcher.dead", folder=folder.key)
+            self._stop_watcher(folder.key)
+        health = scanner.root_health(folder.path, expected_dev=None)
+        if not health.ok:
+            self._mark_unavailable(folder.key, health.reason or "unavailable")
+            return
+        watcher = FolderWatcher(
+            folder.key,
+            folder.path,
+            self.rules[folder.key],
+            self.sink,
+            polling=folder.polling,
+            poll_interval=folder.poll_interval_seconds,
+            max_watches=self.max_watches,
+        )
+        if watcher.start() is False:
+            return
+        self.watchers[folder.key] = watcher
+        log.info("watcher.started", folder=folder.key, mode=watcher.mode)
+        self.request_scan(folder.key, "")
+
+    def stop_all(self) -> None:
+        for key in list(self.watchers):
+            self._stop_watcher(key)
+
+    def _stop_watcher(self, key: str) -> None:
+        watcher = self.watchers.pop(key, None)
+        if watcher is not None:
+            with contextlib.suppress(Exception):
+                watcher.stop()
+
+    def _root_gone(self, key: str) -> None:
+        """Heard on the recorder thread; the main loop retires the watcher."""
+        with self._lock:
+            self._gone_roots.add(key)
+        self._mark_unavailable(key, "root disappeared (unmounted?); holding")
+
+    def _mark_unavailable(self, key: str, reason: str) -> None:
+        store = self.ledger.store
+        row = store.folder_row(key) or {}
+        if row.get("health") != "unavailable":
+            log.warning("folder.unavailable", folder=key, reason=reason)
+            store.set_folder(key, health="unavailable", reason=reason)
