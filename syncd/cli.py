@@ -11,13 +11,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from syncd import __version__, log
 from syncd.config import Config, find_config_path, load
 from syncd.errors import ConfigError, StoreError, SyncdError
+
+if TYPE_CHECKING:
+    from syncd.daemon import Daemon
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_STORE = 1, 2, 3
 
@@ -56,15 +59,6 @@ def load_config(config_path: Path | None) -> Config:
     return config
 
 
-def _require_folders(config: Config) -> None:
-    if not config.folders:
-        raise ConfigError(
-            "no [[folders]] configured: add at least one hot folder",
-            key="folders",
-            file=str(config.source) if config.source else None,
-        )
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="syncd")
 def main() -> None:
@@ -75,18 +69,8 @@ def main() -> None:
 @config_option
 def run(config_path: Path | None) -> None:
     """Run the daemon in the foreground (systemd Type=notify ready); stop with SIGTERM."""
-    from syncd.daemon import Daemon
-
-    with _errors():
-        config = load_config(config_path)
-        _require_folders(config)
-        daemon = Daemon(config)
-        _on_signals(daemon.request_stop)
-        daemon.start()
-        try:
-            daemon.run_forever()
-        finally:
-            daemon.stop()
+    with _errors(), _daemon(config_path) as daemon:
+        daemon.run_forever()
 
 
 @main.command()
@@ -100,20 +84,23 @@ def run(config_path: Path | None) -> None:
 )
 def sync(config_path: Path | None, max_wait: float) -> None:
     """One pass: scan every folder, upload and delete what differs, then exit (0 ok, 1 failed)."""
+    with _errors(), _daemon(config_path) as daemon, _progress() as progress:
+        code = daemon.sync_once(max_wait=max_wait, progress=progress)
+        sys.exit(code)
+
+
+@contextmanager
+def _daemon(config_path: Path | None) -> Iterator[Daemon]:
+    """A started daemon that stops however the block ends; signals only ask it to stop."""
     from syncd.daemon import Daemon
 
-    with _errors():
-        config = load_config(config_path)
-        _require_folders(config)
-        daemon = Daemon(config)
-        _on_signals(daemon.request_stop)
-        daemon.start()
-        try:
-            with _progress() as progress:
-                code = daemon.sync_once(max_wait=max_wait, progress=progress)
-        finally:
-            daemon.stop()
-        sys.exit(code)
+    daemon = Daemon(load_config(config_path))
+    _on_signals(daemon.request_stop)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 @contextmanager

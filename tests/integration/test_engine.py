@@ -205,3 +205,19 @@ def test_removing_the_whole_hot_folder_deletes_nothing_remotely(start_daemon, ho
     assert len(run.assets()) == 3
     assert store.tracked_count(key) == 3
     assert run.emulator.stats()["requests"].get("DELETE /v1/assets/{id}", 0) == 0
+
+
+def test_sync_does_one_pass_and_exits_0(tmp_path: Path, emulator, hot: Path, cli) -> None:
+    """`syncd sync` uploads what is there, mirrors a deletion on its next pass, exits 0."""
+    from tests.support import config_text
+
+    write_image(hot / "a" / "one.jpg", 40)
+    write_image(hot / "two.jpg", 41)
+    conf = tmp_path / "sync.toml"
+    conf.write_text(config_text(emulator.base_url, [hot], tmp_path / "sync-state.db", settle=0))
+    first = cli("sync", "-c", conf)
+    assert first.returncode == 0, first.stderr
+    assert sorted(a["name"] for a in emulator.assets()) == ["one", "two"]
+    (hot / "two.jpg").unlink()
+    assert cli("sync", "-c", conf).returncode == 0
+    assert [a["name"] for a in emulator.assets()] == ["one"]
