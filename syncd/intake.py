@@ -147,6 +147,7 @@ class Intake:
         if watcher.start() is False:
             return
         self.watchers[folder.key] = watcher
+        self.ledger.store.set_folder(folder.key, watch_mode=watcher.mode)
         log.info("watcher.started", folder=folder.key, mode=watcher.mode)
         self.request_scan(folder.key, "")
 

@@ -178,7 +178,15 @@ def _folder(store: Store, folder: FolderConfig) -> dict[str, Any]:
         "reason": row.get("reason"),
         "last_scan": _iso(row.get("last_scan")),
         "polling": folder.polling,
+        "watch_mode": row.get("watch_mode"),
     }
+
+
+def _mode_note(folder: dict[str, Any]) -> str:
+    """ "(polling)" when configured; say so when inotify ran out and polling took over."""
+    if folder.get("watch_mode") == "polling" and not folder["polling"]:
+        return " (polling: the inotify watch limit was reached)"
+    return " (polling)" if folder["polling"] else ""
 
 
 def _epoch(value: str | None) -> float | None:
@@ -270,7 +278,7 @@ def _folders_table(folders: list[dict[str, Any]], now: float) -> Table:
     for folder in folders:
         health = folder["health"]
         table.add_row(
-            escape(folder["path"]) + (" (polling)" if folder["polling"] else ""),
+            escape(folder["path"]) + _mode_note(folder),
             f"[{colour.get(health, 'white')}]{escape(health)}[/]",
             _when(folder["last_scan"], now) or "never",
             escape(folder["reason"] or ""),

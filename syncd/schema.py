@@ -93,6 +93,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (identity, tagset)
         )""",
     ),
+    # 4: how each folder is watched right now (inotify, or polling after the watch limit).
+    ("ALTER TABLE folders ADD COLUMN watch_mode TEXT",),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -126,8 +126,17 @@ def test_a_rejected_key_and_folder_health_are_shown(store: Store, tmp_path: Path
     assert status["api_key"] == {"rejected": True, "rejected_since": report._iso(NOW - 120)}
     assert status["folders"] == [{
         "path": folder.key, "health": "guarded", "polling": True, "last_scan": None,
-        "reason": "root is empty where files were tracked",
+        "reason": "root is empty where files were tracked", "watch_mode": None,
     }]  # fmt: skip
     text = render(status)
     assert "REJECTED since" in text and "(2m ago)" in text
     assert "root is empty where files were tracked" in text and "(polling)" in text
+
+
+def test_a_fall_back_to_polling_is_shown_with_its_reason(store: Store, tmp_path: Path) -> None:
+    """A folder set for inotify that runs on polling (watch limit) says so in status."""
+    folder = FolderConfig(path=tmp_path / "hot")
+    store.set_folder(folder.key, health="ok", watch_mode="polling")
+    status = status_of(store, folder)
+    assert status["folders"][0]["watch_mode"] == "polling"
+    assert "inotify watch limit was reached" in render(status)
