@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from syncd.emulator import EmulatorServer
+from tests.running import Launcher
 
 
 @pytest.fixture
@@ -34,3 +35,19 @@ def _fresh_logging() -> Iterator[None]:
     from syncd import log
 
     log.reset()
+
+
+@pytest.fixture
+def hot(tmp_path: Path) -> Path:
+    """The hot folder the daemons watch: empty, under the test's own temporary directory."""
+    path = tmp_path / "hot"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Iterator[Launcher]:
+    """Start (and at teardown stop) daemons on ``hot``; keyword arguments shape the config."""
+    launcher = Launcher(tmp_path, emulator, hot)
+    yield launcher
+    launcher.close()

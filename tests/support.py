@@ -1,4 +1,4 @@
-"""Helpers shared by the test trees: images, configs, waiting with a deadline."""
+"""Helpers shared by the test trees: images, configs, waiting with a deadline, a fake clock."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def image_bytes(seed: int, fmt: str = "JPEG", size: tuple[int, int] = (64, 48)) 
         )
     out = io.BytesIO()
     img.save(out, fmt)
+    return out.getvalue()
+
+
+def noise_jpeg(seed: int, *, side: int = 256, quality: int = 95) -> bytes:
+    """A valid JPEG that does not compress well (random pixels): large for its side."""
+    pixels = random.Random(seed).randbytes(side * side * 3)
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), pixels).save(out, "JPEG", quality=quality)
     return out.getvalue()
 
 
@@ -55,6 +63,27 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
 
 
+class FakeClock:
+    """Wall and monotonic time that only moves when the code under test sleeps.
+
+    Callable itself, for the parts that take a ``clock`` function (the store, the ledger).
+    """
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def toml_list(items: Sequence[str]) -> str:
     return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
@@ -65,6 +94,8 @@ def config_text(
     state: Path,
     *,
     api_key: str = "test-key",
+    api_key_file: Path | None = None,
+    timeout: float = 5,
     tags: Sequence[str] = ("studio",),
     settle: float = 0.2,
     grace: float = 0.0,
@@ -73,9 +104,13 @@ def config_text(
     extra_folder: str = "",
     concurrency: int = 2,
 ) -> str:
-    """A complete syncd config for tests, with short settle and grace times."""
+    """A complete syncd config for tests, with short settle and grace times.
+
+    The key is inline unless ``api_key_file`` is given; then the file is the only source.
+    """
+    key = f'api_key_file = "{api_key_file}"' if api_key_file else f'api_key = "{api_key}"'
     text = (
-        f'[api]\nbase_url = "{base_url}"\napi_key = "{api_key}"\ntimeout_seconds = 5\n'
+        f'[api]\nbase_url = "{base_url}"\n{key}\ntimeout_seconds = {timeout}\n'
         f"concurrency = {concurrency}\n{extra_api}\n"
         f'[state]\npath = "{state}"\n\n[log]\nlevel = "debug"\nformat = "json"\n'
     )

@@ -1,4 +1,6 @@
-"""The fault suite's shared parts: a real daemon process and the figures table.
+"""The fault suite's shared parts: the figures table, what the library must hold, and the
+daemon either in this process (``start_daemon``, from ``tests/conftest.py``) or as a real
+``syncd run`` process (``daemon_process``).
 
 Every fault test records one row (case, faults injected, requests, duplicates, losses)
 with the ``fault_report`` fixture; the session ends by printing the table.
@@ -7,6 +9,7 @@ with the ``fault_report`` fixture; the session ends by printing the table.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
 import signal
@@ -20,7 +23,14 @@ from typing import Any
 import pytest
 
 from syncd.emulator import EmulatorServer
-from tests.support import config_text, wait_until
+from tests.running import Running
+from tests.support import config_text, wait_until, write_image
+
+POSTS = "POST /v1/training-asset"
+DELETES = "DELETE /v1/assets/{id}"
+
+#: What the library holds for one image: its content hash and its folder tags.
+Pair = tuple[str, tuple[str, ...]]
 
 ROWS: list[dict[str, Any]] = []
 
@@ -44,6 +54,14 @@ class FaultReport:
                 "note": note,
             }
         )
+
+    def check(self, emulator: EmulatorServer, want: set[Pair], note: str) -> None:
+        """Record the library's figures against ``want``: none lost, doubled or extra."""
+        got = pairs(emulator)
+        duplicates = sum(n - 1 for n in got.values() if n > 1)
+        losses, extras = len(want - set(got)), len(set(got) - want)
+        self.record(emulator, duplicates=duplicates, losses=losses, note=note)
+        assert (duplicates, losses, extras) == (0, 0, 0)
 
 
 @pytest.fixture
@@ -71,12 +89,76 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     )
 
 
-def pairs(emulator: EmulatorServer) -> collections.Counter[tuple[str, tuple[str, ...]]]:
+# --- what the library must hold ---------------------------------------------------------
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pairs(emulator: EmulatorServer) -> collections.Counter[Pair]:
     """The library as (content hash, folder tags) pairs, with how often each occurs."""
     return collections.Counter(
         (a["sha256"], tuple(t for t in a["tags"] if not t.startswith("sha256:")))
         for a in emulator.assets()
     )
+
+
+def disk_pairs(hot: Path) -> set[Pair]:
+    """One (content hash, folder tags) pair per distinct pair of the images on disk."""
+    found = set()
+    for path in hot.rglob("*.jpg"):
+        rel = path.relative_to(hot)
+        found.add((sha(path.read_bytes()), ("studio", *rel.parts[:-1])))
+    return found
+
+
+def make_files(hot: Path, count: int, *, first_seed: int) -> None:
+    """``count`` new images spread over three tag folders; the seed names and makes each."""
+    folders = ("", "red", "blue/dark")
+    for i in range(count):
+        seed = first_seed + i
+        write_image(hot / folders[i % len(folders)] / f"p{seed:04d}.jpg", seed)
+
+
+def converge(run: Running, want: set[Pair], timeout: float = 30.0) -> None:
+    """Wait until the library holds exactly the wanted pairs and nothing is left to do."""
+    wait_until(
+        lambda: set(pairs(run.emulator)) == want and run.idle(),
+        timeout,
+        message=f"exactly {len(want)} (content, tags) pairs and an idle queue",
+    )
+
+
+def finish(run: Running, report: FaultReport, want: set[Pair], note: str) -> None:
+    """The invariants every in-process case ends on, and its row in the figures table."""
+    assert run.alive(), "the daemon must go on"
+    report.check(run.emulator, want, note)
+
+
+# --- syncd as a real process -------------------------------------------------------------
+
+
+def syncd(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A syncd command against ``config`` (status, retry, ...), as an operator types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "syncd", *args, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def status_json(config: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """What ``syncd status --json`` says, from another process, as an operator sees it."""
+    result = syncd(config, "status", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    status: dict[str, Any] = json.loads(result.stdout)
+    return status
 
 
 @dataclass
@@ -88,10 +170,14 @@ class DaemonProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
+    def argv(self) -> list[str]:
+        """How the daemon is started; a subclass starts it another way."""
+        return [sys.executable, "-m", "syncd", "run", "-c", str(self.config)]
+
     def start(self) -> DaemonProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "syncd", "run", "-c", str(self.config)],
+                self.argv(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -113,21 +199,8 @@ class DaemonProcess:
         self.proc.kill()
         self.proc.wait(10)
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Another syncd command against the same config (status, retry, ...)."""
-        return subprocess.run(
-            [sys.executable, "-m", "syncd", *args, "-c", str(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, **self.env},
-            check=False,
-        )
-
     def status(self) -> dict[str, Any]:
-        result = self.cli("status", "--json")
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        return status_json(self.config, self.env)
 
     def log_lines(self) -> list[dict[str, Any]]:
         out = []
@@ -141,14 +214,22 @@ class DaemonProcess:
 
 @pytest.fixture
 def daemon_process(tmp_path: Path, emulator: EmulatorServer) -> Iterator[Any]:
-    """Make (and at teardown stop) daemon processes; keyword arguments shape the config."""
+    """Make (and at teardown kill) daemon processes; keyword arguments shape the config.
+
+    ``kind`` is the :class:`DaemonProcess` subclass to make, ``env`` its extra environment.
+    """
     made: list[DaemonProcess] = []
 
-    def make(folders: list[Path], **options: Any) -> DaemonProcess:
+    def make(
+        folders: list[Path],
+        *,
+        kind: type[DaemonProcess] = DaemonProcess,
+        env: dict[str, str] | None = None,
+        **options: Any,
+    ) -> DaemonProcess:
         conf = tmp_path / f"syncd{len(made)}.toml"
-        env = options.pop("env", {})
         conf.write_text(config_text(emulator.base_url, folders, tmp_path / "state.db", **options))
-        proc = DaemonProcess(conf, tmp_path / f"daemon{len(made)}.log", env)
+        proc = kind(conf, tmp_path / f"daemon{len(made)}.log", env or {})
         made.append(proc)
         return proc
 
@@ -158,4 +239,18 @@ def daemon_process(tmp_path: Path, emulator: EmulatorServer) -> Iterator[Any]:
             proc.kill()
 
 
-__all__ = ["DaemonProcess", "FaultReport", "pairs", "wait_until"]
+__all__ = [
+    "DELETES",
+    "POSTS",
+    "DaemonProcess",
+    "FaultReport",
+    "Pair",
+    "converge",
+    "disk_pairs",
+    "finish",
+    "make_files",
+    "pairs",
+    "sha",
+    "status_json",
+    "syncd",
+]

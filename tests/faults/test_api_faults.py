@@ -10,37 +10,38 @@ can measure waits and count requests, and that can play a reverse proxy with a b
 from __future__ import annotations
 
 import collections
-import hashlib
+import functools
 import io
 import itertools
-import json
-import random
 import re
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
 from syncd import log
-from syncd.api import AssetsClient
-from syncd.config import Config, load, require_api_key
-from syncd.daemon import Daemon, Timers
 from syncd.emulator import EmulatorServer, Faults
-from tests.faults.conftest import FaultReport, pairs
-from tests.support import config_text, wait_until, write_image
+from tests.faults import conftest as shared
+from tests.faults.conftest import (
+    DELETES,
+    POSTS,
+    FaultReport,
+    Pair,
+    converge,
+    disk_pairs,
+    make_files,
+    status_json,
+    syncd,
+)
+from tests.running import Launcher, Running
+from tests.support import noise_jpeg, wait_until
 
 pytestmark = pytest.mark.faults
 
-POSTS = "POST /v1/training-asset"
-DELETES = "DELETE /v1/assets/{id}"
 _IDENTITY = re.compile(rb"sha256:[0-9a-f]{32}")
 
 
@@ -122,165 +123,33 @@ def _identity_of(request: httpx.Request) -> str | None:
     return tags if tags and tags.startswith("sha256:") else None
 
 
-# --- the daemon in process -------------------------------------------------------------
-
-
-@dataclass
-class Harness:
-    """A daemon on a thread whose client goes through a :class:`Gateway`."""
-
-    daemon: Daemon
-    thread: threading.Thread
-    emulator: EmulatorServer
-    gateway: Gateway
-    config: Config
-    config_path: Path
-    hot: Path
-    stopped: bool = False
-
-    def idle(self) -> bool:
-        assert self.daemon.ctx is not None
-        return self.daemon.ctx.ledger.outstanding() == 0 and self.daemon.busy == 0
-
-    def alive(self) -> bool:
-        return self.thread.is_alive() and all(t.is_alive() for t in self.daemon.threads)
-
-    def converge(self, want: set[tuple[str, tuple[str, ...]]], timeout: float = 30.0) -> None:
-        """Wait until the library holds every wanted pair and nothing is left to do."""
-        wait_until(
-            lambda: set(pairs(self.emulator)) >= want and self.idle(),
-            timeout,
-            interval=0.1,
-            message=f"{len(want)} (content, tags) pairs and an idle queue",
-        )
-
-    def jobs(self, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        assert self.daemon.store is not None
-        return self.daemon.store.query(f"SELECT * FROM jobs WHERE {where}", params)
-
-    def stop(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            self.daemon.request_stop()
-            self.thread.join(15)
-            self.daemon.stop()
+# --- the daemon in process, its client through the gateway --------------------------------
 
 
 @pytest.fixture
-def hot(tmp_path: Path) -> Path:
-    path = tmp_path / "hot"
-    path.mkdir()
-    return path
+def gateway() -> Gateway:
+    """The recording transport under the daemon's client: one per case."""
+    return Gateway()
 
 
 @pytest.fixture
-def harness(
-    tmp_path: Path, emulator: EmulatorServer, hot: Path
-) -> Iterator[Callable[..., Harness]]:
-    """Start (and at teardown stop) daemons on ``hot``; keyword arguments shape the config."""
-    made: list[Harness] = []
-
-    def start(
-        *,
-        edit: Callable[[str], str] = lambda text: text,
-        body_limit: int | None = None,
-        **options: Any,
-    ) -> Harness:
-        conf = tmp_path / f"syncd{len(made)}.toml"
-        text = config_text(emulator.base_url, [hot], tmp_path / "state.db", **options)
-        conf.write_text(edit(text))
-        conf.chmod(0o600)
-        config = load(conf)
-        gateway = Gateway()
-        gateway.body_limit = body_limit
-        client = AssetsClient(
-            config.api.base_url,
-            require_api_key(config),
-            timeout=config.api.timeout_seconds,
-            transport=gateway,
-        )
-        timers = Timers(tick=0.05, heartbeat=0.5, key_probe=0.3)
-        daemon = Daemon(config, client=client, timers=timers)
-        daemon.start()
-        thread = threading.Thread(target=daemon.run_forever, name="test-daemon", daemon=True)
-        thread.start()
-        wait_until(lambda: hot.as_posix() in daemon.watchers, 10, message="watcher started")
-        run = Harness(daemon, thread, emulator, gateway, config, conf, hot)
-        made.append(run)
-        return run
-
-    yield start
-    for run in made:
-        run.stop()
+def harness(start_daemon: Launcher, gateway: Gateway) -> Callable[..., Running]:
+    """``start_daemon``, with the daemon's client sending through this case's gateway."""
+    return functools.partial(start_daemon, transport=gateway)
 
 
-# --- what the library must hold ---------------------------------------------------------
-
-
-def disk_pairs(hot: Path) -> set[tuple[str, tuple[str, ...]]]:
-    """One (content hash, folder tags) pair per distinct pair of the images on disk."""
-    found = set()
-    for path in hot.rglob("*.jpg"):
-        rel = path.relative_to(hot)
-        found.add((hashlib.sha256(path.read_bytes()).hexdigest(), ("studio", *rel.parts[:-1])))
-    return found
-
-
-def tally(emulator: EmulatorServer, want: set[tuple[str, tuple[str, ...]]]) -> tuple[int, int, int]:
-    """(duplicates, losses, extras) of the library against the wanted pairs."""
-    got = pairs(emulator)
-    duplicates = sum(n - 1 for n in got.values() if n > 1)
-    return duplicates, len(want - set(got)), len(set(got) - want)
-
-
-def make_files(hot: Path, count: int, *, first_seed: int) -> None:
-    """``count`` new images spread over three tag folders; the seed names and makes each."""
-    folders = ("", "red", "blue/dark")
-    for i in range(count):
-        seed = first_seed + i
-        write_image(hot / folders[i % len(folders)] / f"p{seed:04d}.jpg", seed)
-
-
-def noisy_jpeg(seed: int, side: int = 256) -> bytes:
-    """A valid JPEG that does not compress well: random pixels."""
-    pixels = random.Random(seed).randbytes(side * side * 3)
-    out = io.BytesIO()
-    Image.frombytes("RGB", (side, side), pixels).save(out, "JPEG", quality=95)
-    return out.getvalue()
-
-
-def finish(
-    run: Harness, report: FaultReport, want: set[tuple[str, tuple[str, ...]]], note: str
-) -> None:
-    """The invariants every case ends on, then its row in the figures table."""
-    duplicates, losses, extras = tally(run.emulator, want)
-    assert run.alive(), "the daemon must survive the fault"
+def finish(run: Running, report: FaultReport, want: set[Pair], note: str) -> None:
+    """The invariants every case ends on, its row in the figures table, no remote deletion."""
+    shared.finish(run, report, want, note)
     deletes = run.emulator.stats()["requests"].get(DELETES, 0)
-    report.record(run.emulator, duplicates=duplicates, losses=losses, note=note)
-    print(f"\n{report.case}: {note}; duplicates={duplicates} losses={losses} extras={extras}")
-    assert (duplicates, losses, extras) == (0, 0, 0)
     assert deletes == 0, "nothing was deleted locally, so nothing may be deleted remotely"
-
-
-def status_json(config_path: Path) -> dict[str, Any]:
-    """What ``syncd status --json`` says, from another process, as an operator sees it."""
-    result = subprocess.run(
-        [sys.executable, "-m", "syncd", "status", "--json", "-c", str(config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    status: dict[str, Any] = json.loads(result.stdout)
-    return status
 
 
 # --- the cases -------------------------------------------------------------------------
 
 
 def test_5xx_bursts_upload_every_file_exactly_once(
-    harness, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+    harness, gateway: Gateway, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
 ) -> None:
     """Two bursts of 50% 500/502/503, with a calm between: every file goes up exactly once."""
     make_files(hot, 18, first_seed=100)
@@ -293,31 +162,27 @@ def test_5xx_bursts_upload_every_file_exactly_once(
     emulator.set_faults(Faults(error_rate=0.5, seed=102))
     wait_until(lambda: emulator.stats()["faults"]["error"] >= 16, 20, message="a second burst")
     emulator.set_faults(Faults())
-    run.converge(want)
+    converge(run, want)
     stats = emulator.stats()
-    unknown = [e for e in run.gateway.snapshot() if e.method == "POST" and e.status in (500, 502)]
+    unknown = [e for e in gateway.snapshot() if e.method == "POST" and e.status in (500, 502)]
     assert unknown, "some POSTs must have met a 5xx whose outcome is unknown"
-    finish(
-        run,
-        fault_report,
-        want,
-        f"5xx={stats['faults']['error']} posts={stats['requests'].get(POSTS, 0)} "
-        f"post_5xx={len(unknown)} files={len(want)}",
-    )
+    posts = stats["requests"].get(POSTS, 0)
+    note = f"5xx={stats['faults']['error']} posts={posts} post_5xx={len(unknown)}"
+    finish(run, fault_report, want, f"{note} files={len(want)}")
 
 
 def test_429_retry_after_is_honoured_between_attempts(
-    harness, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+    harness, gateway: Gateway, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
 ) -> None:
     """429 with Retry-After: 1: uploads complete and no attempt for an asset comes sooner."""
     make_files(hot, 6, first_seed=200)
     want = disk_pairs(hot)
     emulator.set_faults(Faults(rate_limit_rate=0.5, retry_after=1, seed=202))
     run = harness(concurrency=3)
-    run.converge(want, timeout=60)
+    converge(run, want, timeout=60)
     emulator.set_faults(Faults())
     by_asset: dict[str, list[Exchange]] = collections.defaultdict(list)
-    for exchange in run.gateway.snapshot():
+    for exchange in gateway.snapshot():
         if exchange.identity:
             by_asset[exchange.identity].append(exchange)
     gaps = []
@@ -328,12 +193,8 @@ def test_429_retry_after_is_honoured_between_attempts(
     assert len(gaps) >= 3, f"too few 429s followed by another attempt to judge ({gaps})"
     # Clocks: the gateway reads monotonic time, the queue wall time; allow for the rounding.
     assert min(gaps) >= 1.0 - 0.02, f"an attempt came {min(gaps):.3f}s after a 429"
-    finish(
-        run,
-        fault_report,
-        want,
-        f"429s={limited} retried={len(gaps)} min_wait={min(gaps):.2f}s (Retry-After 1s)",
-    )
+    note = f"429s={limited} retried={len(gaps)} min_wait={min(gaps):.2f}s (Retry-After 1s)"
+    finish(run, fault_report, want, note)
 
 
 def test_downtime_is_probed_not_hammered_and_drops_nothing(
@@ -356,48 +217,38 @@ def test_downtime_is_probed_not_hammered_and_drops_nothing(
     assert run.daemon.ctx is not None
     breaker = "open" if run.daemon.ctx.breaker.is_open else "closed"
     emulator.set_faults(Faults())
-    run.converge(want, timeout=60)
+    converge(run, want, timeout=60)
     # Two workers, four tries per call spaced 0.25-2 s apart, and the breaker opening after
     # five failed calls: at most a few dozen requests, whatever the queue holds.
     naive = 30 * 4
     bound = 2 * 4 * 3
     assert during <= bound, f"{during} requests during a 4 s outage (bound {bound})"
-    finish(
-        run,
-        fault_report,
-        want,
-        f"requests in 4s outage={during} (bound {bound}, naive {naive}), breaker {breaker}, "
-        f"503s={emulator.stats()['faults']['down']}",
-    )
+    note = f"requests in 4s outage={during} (bound {bound}, naive {naive}), breaker {breaker}"
+    finish(run, fault_report, want, f"{note}, 503s={emulator.stats()['faults']['down']}")
 
 
 def test_an_answer_that_never_came_is_reconciled_not_resent(
-    harness, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+    harness, gateway: Gateway, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
 ) -> None:
     """Answers slower than the timeout: the POST is an unknown outcome, adopted, never resent."""
-    run = harness(edit=lambda text: text.replace("timeout_seconds = 5", "timeout_seconds = 1"))
+    run = harness(timeout=1)
     wait_until(run.daemon.indexed.is_set, 10, message="the library indexed")
     emulator.set_faults(Faults(latency=1.6))
     make_files(hot, 4, first_seed=400)
     want = disk_pairs(hot)
 
     def timed_out_posts() -> list[Exchange]:
-        return [e for e in run.gateway.snapshot() if e.method == "POST" and e.status is None]
+        return [e for e in gateway.snapshot() if e.method == "POST" and e.status is None]
 
     wait_until(lambda: len(timed_out_posts()) >= 2, 20, message="POSTs that timed out")
     wait_until(lambda: len(emulator.assets()) >= 2, 10, message="the late POSTs stored")
     emulator.set_faults(Faults())
-    run.converge(want)
+    converge(run, want)
     lost = {e.identity for e in timed_out_posts()}
-    posts = collections.Counter(e.identity for e in run.gateway.snapshot() if e.method == "POST")
+    posts = collections.Counter(e.identity for e in gateway.snapshot() if e.method == "POST")
     assert all(posts[identity] == 1 for identity in lost), "a timed-out POST was sent again"
-    finish(
-        run,
-        fault_report,
-        want,
-        f"timed_out_posts={len(timed_out_posts())} adopted={len(lost)} "
-        f"posts={sum(posts.values())} (timeout 1s, latency 1.6s)",
-    )
+    note = f"timed_out_posts={len(timed_out_posts())} adopted={len(lost)}"
+    finish(run, fault_report, want, f"{note} posts={posts.total()} (timeout 1s, latency 1.6s)")
 
 
 def test_ambiguous_failures_neither_duplicate_nor_lose(
@@ -408,16 +259,12 @@ def test_ambiguous_failures_neither_duplicate_nor_lose(
     want = disk_pairs(hot)
     emulator.set_faults(Faults(ambiguous_rate=0.5, seed=505))
     run = harness()
-    run.converge(want, timeout=60)
+    converge(run, want, timeout=60)
     stats = emulator.stats()
     emulator.set_faults(Faults())
     assert stats["faults"]["ambiguous"] >= 5
-    finish(
-        run,
-        fault_report,
-        want,
-        f"dropped_answers={stats['faults']['ambiguous']} posts={stats['requests'].get(POSTS, 0)}",
-    )
+    posts = stats["requests"].get(POSTS, 0)
+    finish(run, fault_report, want, f"dropped_answers={stats['faults']['ambiguous']} {posts=}")
 
 
 def test_revoked_key_pauses_quietly_new_key_file_resumes(
@@ -433,12 +280,9 @@ def test_revoked_key_pauses_quietly_new_key_file_resumes(
     # redactor: the key must not reach a log line at all, not merely be masked there.
     logs = io.StringIO()
     log.configure("debug", "json", stream=logs)
-    run = harness(
-        api_key="inline-unused",
-        edit=lambda text: text.replace('api_key = "inline-unused"', f'api_key_file = "{key_file}"'),
-    )
+    run = harness(api_key_file=key_file)
     make_files(hot, 2, first_seed=600)
-    run.converge(disk_pairs(hot))
+    converge(run, disk_pairs(hot))
     emulator.set_api_key(new)
     make_files(hot, 4, first_seed=610)
     assert run.daemon.store is not None
@@ -454,30 +298,26 @@ def test_revoked_key_pauses_quietly_new_key_file_resumes(
     queued = run.jobs("kind = 'upload' AND state = 'pending'")
     assert len(queued) == 4, f"every upload stays queued while paused: {queued}"
     key_file.write_text(new + "\n")  # in place, no restart
-    run.converge(disk_pairs(hot), timeout=10)
+    converge(run, disk_pairs(hot), timeout=10)
     text = logs.getvalue()
     assert "api.key_rejected" in text or "AuthError" in text, "the pause must be logged"
     assert old not in text and new not in text, "the API key appeared in the log"
     assert during.get(POSTS, 0) == 0, during
     assert sum(during.values()) <= 2.0 / 0.3 + 2, f"spinning while paused: {during}"
-    finish(
-        run,
-        fault_report,
-        disk_pairs(hot),
-        f"requests during 2s pause={sum(during.values())} posts={during.get(POSTS, 0)} "
-        f"(probe every 0.3s)",
-    )
+    note = f"requests during 2s pause={sum(during.values())} posts={during.get(POSTS, 0)}"
+    finish(run, fault_report, disk_pairs(hot), f"{note} (probe every 0.3s)")
 
 
 def test_gateway_413_fails_visibly_and_retry_requeues(
-    harness, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+    harness, gateway: Gateway, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
 ) -> None:
     """413 from a proxy for a file syncd thought fine: failed with the reason; retry sends it."""
     make_files(hot, 3, first_seed=700)
     big = hot / "big.jpg"
-    big.write_bytes(noisy_jpeg(777))
+    big.write_bytes(noise_jpeg(777))
     assert 64 * 1024 < big.stat().st_size < 10 * 1024 * 1024
-    run = harness(body_limit=64 * 1024)
+    gateway.body_limit = 64 * 1024
+    run = harness()
     wait_until(
         lambda: run.jobs("kind = 'upload' AND state = 'failed'") and run.idle(),
         20,
@@ -488,15 +328,9 @@ def test_gateway_413_fails_visibly_and_retry_requeues(
     assert "HTTP 413 413 Request Entity Too Large" in failed["reason"], failed["reason"]
     assert len(emulator.assets()) == 3, "the daemon goes on with the other files"
     assert run.alive()
-    run.gateway.body_limit = None  # the proxy's limit is raised
-    result = subprocess.run(
-        [sys.executable, "-m", "syncd", "retry", "-c", str(run.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    gateway.body_limit = None  # the proxy's limit is raised
+    result = syncd(run.config_path, "retry")
     assert result.returncode == 0, result.stderr
     assert "re-queued 1" in result.stdout
-    run.converge(disk_pairs(hot))
+    converge(run, disk_pairs(hot))
     finish(run, fault_report, disk_pairs(hot), f"413 reason: {failed['reason'][:60]}")

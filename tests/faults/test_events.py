@@ -8,83 +8,20 @@ test reaches behind its back only to break the watcher the way the kernel or a b
 
 from __future__ import annotations
 
-import hashlib
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
-from syncd.config import load
-from syncd.daemon import Daemon, Timers
 from syncd.emulator import EmulatorServer
-from tests.faults.conftest import FaultReport, pairs
-from tests.integration.conftest import Running
-from tests.support import config_text, image_bytes, wait_until, write_image
+from tests.faults.conftest import DELETES, POSTS, FaultReport, converge, finish, sha
+from tests.running import Running
+from tests.support import image_bytes, wait_until, write_image
 
 pytestmark = pytest.mark.faults
-
-DELETES = "DELETE /v1/assets/{id}"
-POSTS = "POST /v1/training-asset"
-
-Pair = tuple[str, tuple[str, ...]]
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def hot(tmp_path: Path) -> Path:
-    path = tmp_path / "hot"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def launch(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Iterator[Callable[..., Running]]:
-    """Start (and at teardown stop) daemons on ``hot``; ``max_watches`` caps its inotify watches."""
-    made: list[Running] = []
-
-    def start(*, max_watches: int | None = None, **options: Any) -> Running:
-        conf = tmp_path / f"syncd{len(made)}.toml"
-        conf.write_text(config_text(emulator.base_url, [hot], tmp_path / "state.db", **options))
-        config = load(conf)
-        timers = Timers(tick=0.05, heartbeat=0.5, key_probe=0.3)
-        daemon = Daemon(config, timers=timers, max_watches=max_watches)
-        daemon.start()
-        thread = threading.Thread(target=daemon.run_forever, name="test-daemon", daemon=True)
-        thread.start()
-        wait_until(lambda: hot.as_posix() in daemon.watchers, 10, message="watcher started")
-        run = Running(daemon, emulator, hot, config, thread)
-        made.append(run)
-        return run
-
-    yield start
-    for run in made:
-        run.stop()
-
-
-def converge(run: Running, want: set[Pair], timeout: float = 20.0) -> None:
-    wait_until(
-        lambda: set(pairs(run.emulator)) == want and run.idle(),
-        timeout,
-        message=f"exactly {len(want)} (content, tags) pairs and an idle queue",
-    )
-
-
-def finish(run: Running, report: FaultReport, want: set[Pair], note: str) -> None:
-    """The invariants every case ends on, then its row in the figures table."""
-    got = pairs(run.emulator)
-    duplicates = sum(n - 1 for n in got.values() if n > 1)
-    losses = len(want - set(got))
-    report.record(run.emulator, duplicates=duplicates, losses=losses, note=note)
-    assert run.thread.is_alive() and all(t.is_alive() for t in run.daemon.threads)
-    assert (duplicates, losses, set(got) - want) == (0, 0, set())
 
 
 def scans_after(logs: list[dict[str, Any]], start: int) -> list[dict[str, Any]]:
@@ -93,15 +30,12 @@ def scans_after(logs: list[dict[str, Any]], start: int) -> list[dict[str, Any]]:
 
 
 def file_jobs_since(run: Running, since: float) -> list[str]:
-    assert run.daemon.store is not None
-    rows = run.daemon.store.query(
-        "SELECT relpath FROM jobs WHERE kind = 'file' AND created_at >= ? ORDER BY id", (since,)
-    )
-    return [r["relpath"] for r in rows]
+    jobs = run.jobs("kind = 'file' AND created_at >= ? ORDER BY id", (since,))
+    return [job["relpath"] for job in jobs]
 
 
 def test_inotify_overflow_rescan_finds_changes_no_event_reported(
-    launch, hot: Path, tmp_path: Path, emulator: EmulatorServer, fault_report: FaultReport
+    start_daemon, hot: Path, tmp_path: Path, emulator: EmulatorServer, fault_report: FaultReport
 ) -> None:
     """IN_Q_OVERFLOW: the daemon rescans, and changes whose events were lost are uploaded."""
     from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, WatchDescriptor
@@ -115,7 +49,7 @@ def test_inotify_overflow_rescan_finds_changes_no_event_reported(
     for name in names[:2]:
         os.link(hot / name, tmp_path / "links" / name)
     with structlog.testing.capture_logs() as logs:
-        run: Running = launch()
+        run: Running = start_daemon()
         run.wait_assets(4)
         new = {name: image_bytes(110 + i) for i, name in enumerate(names[:2])}
         for name, data in new.items():
@@ -139,11 +73,11 @@ def test_inotify_overflow_rescan_finds_changes_no_event_reported(
 
 
 def test_dead_observer_is_replaced_and_the_folder_rescanned(
-    launch, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+    start_daemon, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
 ) -> None:
     """The observer thread stops behind the daemon's back: noticed, replaced, rescanned."""
     with structlog.testing.capture_logs() as logs:
-        run: Running = launch()
+        run: Running = start_daemon()
         want = {(sha(write_image(hot / "before.jpg", 120)), ("studio",))}
         run.wait_assets(1)
         key = hot.as_posix()
@@ -166,13 +100,13 @@ def test_dead_observer_is_replaced_and_the_folder_rescanned(
 
 
 def test_watch_limit_falls_back_to_polling_and_files_still_go_up(
-    launch, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+    start_daemon, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
 ) -> None:
     """More folders than watches: a clear warning, polling takes over, every file uploads."""
     for name in ("a", "b"):
         (hot / name).mkdir()
     with structlog.testing.capture_logs() as logs:
-        run: Running = launch(max_watches=3, extra_folder="poll_interval_seconds = 0.2")
+        run: Running = start_daemon(max_watches=3, extra_folder="poll_interval_seconds = 0.2")
         key = hot.as_posix()
         assert run.daemon.watchers[key].mode == "inotify"
         want = {(sha(write_image(hot / "a" / "1.jpg", 130)), ("studio", "a"))}
@@ -192,10 +126,10 @@ def test_watch_limit_falls_back_to_polling_and_files_still_go_up(
 
 
 def test_periodic_rescan_finds_unreported_changes_and_rereads_nothing_else(
-    launch, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
+    start_daemon, hot: Path, emulator: EmulatorServer, fault_report: FaultReport
 ) -> None:
     """With the watcher deaf, the periodic rescan queues exactly the new and changed files."""
-    run: Running = launch(extra_api="[daemon]\nrescan_interval_seconds = 0.5")
+    run: Running = start_daemon(extra_api="[daemon]\nrescan_interval_seconds = 0.5")
     want = {(sha(write_image(hot / f"s{i}.jpg", 150 + i)), ("studio",)) for i in range(6)}
     converge(run, want)
     key = hot.as_posix()

@@ -7,44 +7,37 @@ in this process unless the behaviour is about the process itself.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
-import random
 import shutil
-import subprocess
 import sys
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-from PIL import Image
 
 from syncd.emulator import EmulatorServer
-from tests.faults.conftest import DaemonProcess, FaultReport, pairs
-from tests.integration import conftest as integration
-from tests.integration.conftest import Running
-from tests.support import image_bytes, wait_until, write_image
+from tests.faults.conftest import (
+    DELETES,
+    POSTS,
+    DaemonProcess,
+    FaultReport,
+    Pair,
+    converge,
+    finish,
+    pairs,
+    sha,
+    status_json,
+)
+from tests.running import Running
+from tests.support import image_bytes, noise_jpeg, wait_until, write_image
 
 pytestmark = pytest.mark.faults
 
-start_daemon = integration.start_daemon
-hot = integration.hot
-
-POSTS = "POST /v1/training-asset"
-DELETES = "DELETE /v1/assets/{id}"
 MB = 1024 * 1024
-
-Pair = tuple[str, tuple[str, ...]]
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def nfc(text: str) -> str:
@@ -55,59 +48,14 @@ def nfd(text: str) -> str:
     return unicodedata.normalize("NFD", text)
 
 
-def noise_jpeg(side: int = 2500, quality: int = 100) -> bytes:
+def oversize_jpeg() -> bytes:
     """Random pixels compress badly: 2500x2500 at quality 100 is about 11.8 MB."""
-    pixels = random.Random(side).randbytes(side * side * 3)
-    out = io.BytesIO()
-    Image.frombytes("RGB", (side, side), pixels).save(out, "JPEG", quality=quality)
-    return out.getvalue()
-
-
-def status_json(config: Path) -> dict[str, Any]:
-    """``syncd status --json`` from another process, as an operator would run it."""
-    result = subprocess.run(
-        [sys.executable, "-m", "syncd", "status", "--json", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return noise_jpeg(2500, side=2500, quality=100)
 
 
 def failed_reasons(run: Running) -> dict[str, str]:
     """Failed jobs by path (file jobs and upload jobs alike), from the state database."""
-    assert run.daemon.store is not None
-    rows = run.daemon.store.query("SELECT relpath, reason FROM jobs WHERE state = 'failed'")
-    return {r["relpath"]: r["reason"] for r in rows}
-
-
-def alive(run: Running) -> bool:
-    return run.thread.is_alive() and all(t.is_alive() for t in run.daemon.threads)
-
-
-def tally(emulator: EmulatorServer, want: set[Pair]) -> tuple[int, int, int]:
-    """(duplicates, losses, extras) of the library against the wanted pairs."""
-    got = pairs(emulator)
-    duplicates = sum(n - 1 for n in got.values() if n > 1)
-    return duplicates, len(want - set(got)), len(set(got) - want)
-
-
-def converge(run: Running, want: set[Pair], timeout: float = 20.0) -> None:
-    wait_until(
-        lambda: set(pairs(run.emulator)) == want and run.idle(),
-        timeout,
-        message=f"exactly {len(want)} (content, tags) pairs and an idle queue",
-    )
-
-
-def finish(run: Running, report: FaultReport, want: set[Pair], note: str) -> None:
-    """The invariants every case ends on, then its row in the figures table."""
-    duplicates, losses, extras = tally(run.emulator, want)
-    report.record(run.emulator, duplicates=duplicates, losses=losses, note=note)
-    assert alive(run), "the daemon must go on"
-    assert (duplicates, losses, extras) == (0, 0, 0)
+    return {job["relpath"]: job["reason"] for job in run.jobs("state = 'failed'")}
 
 
 # --- contents that cannot go up --------------------------------------------------------------
@@ -125,7 +73,7 @@ def test_bad_contents_fail_with_reasons_and_the_rest_goes_on(
         "cut.jpg": jpeg[: len(jpeg) // 2],
         "cut.png": png[: len(png) // 2],
         "empty.jpg": b"",
-        "big.jpg": noise_jpeg(),
+        "big.jpg": oversize_jpeg(),
     }
     for name, data in bad.items():
         (hot / name).write_bytes(data)
@@ -156,7 +104,7 @@ def test_bad_contents_fail_with_reasons_and_the_rest_goes_on(
     assert set(failed) - set(expected) <= {"fresh/back.jpg"}
     if "fresh/back.jpg" in failed:
         expected["fresh/back.jpg"] = "not a regular file"
-    status = status_json(run.config.source)  # type: ignore[arg-type]
+    status = status_json(run.config_path)
     shown = {item["path"]: item["reason"] for item in status["failures"]["items"]}
     assert status["failures"]["count"] == len(expected)
     for path, reason in expected.items():
@@ -178,7 +126,7 @@ def test_bad_contents_fail_with_reasons_and_the_rest_goes_on(
 
 
 def test_unreadable_file_fails_and_a_permission_fix_requeues_it(
-    unprivileged: Callable[..., DaemonProcess],
+    daemon_process: Callable[..., DaemonProcess],
     hot: Path,
     emulator: EmulatorServer,
     fault_report: FaultReport,
@@ -187,7 +135,7 @@ def test_unreadable_file_fails_and_a_permission_fix_requeues_it(
     locked = write_image(hot / "locked.jpg", 30)
     (hot / "locked.jpg").chmod(0)
     ok = write_image(hot / "ok.jpg", 31)
-    proc = unprivileged([hot]).start()
+    proc = daemon_process([hot], kind=UnprivilegedDaemon).start()
 
     def failure() -> dict[str, Any] | None:
         if proc.log.exists() and "daemon.ready" not in proc.log.read_text(errors="replace"):
@@ -209,9 +157,7 @@ def test_unreadable_file_fails_and_a_permission_fix_requeues_it(
         message="locked.jpg uploaded once readable",
     )
     assert proc.alive()
-    duplicates, losses, extras = tally(emulator, want)
-    fault_report.record(emulator, duplicates=duplicates, losses=losses, note="mode 000, no root")
-    assert (duplicates, losses, extras) == (0, 0, 0)
+    fault_report.check(emulator, want, "mode 000, no root")
     assert proc.stop() == 0
 
 
@@ -231,32 +177,8 @@ os.execv(sys.executable, [sys.executable, "-m", "syncd", *sys.argv[1:]])
 class UnprivilegedDaemon(DaemonProcess):
     """`syncd run` that cannot read past file permissions, even when the tests run as root."""
 
-    def start(self) -> UnprivilegedDaemon:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", _WITHOUT_DAC, "run", "-c", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
-            )
-        return self
-
-
-@pytest.fixture
-def unprivileged(daemon_process: Callable[..., DaemonProcess]) -> Iterator[Callable[..., Any]]:
-    made: list[UnprivilegedDaemon] = []
-
-    def make(folders: list[Path], **options: Any) -> UnprivilegedDaemon:
-        base = daemon_process(folders, **options)
-        proc = UnprivilegedDaemon(base.config, base.log, base.env)
-        made.append(proc)
-        return proc
-
-    yield make
-    for proc in made:
-        if proc.alive():
-            proc.kill()
+    def argv(self) -> list[str]:
+        return [sys.executable, "-c", _WITHOUT_DAC, "run", "-c", str(self.config)]
 
 
 # --- files that change or vanish under the daemon ------------------------------------------
@@ -446,7 +368,7 @@ def test_oversize_downscaled_and_tiff_converted_dedup_on_the_source(
         'oversize = "downscale"\nconvert = ["tiff"]\n'
         'include = ["*.jpg", "*.png", "*.tif", "*.tiff"]'
     )
-    big, tiff = noise_jpeg(), image_bytes(90, "TIFF", size=(400, 300))
+    big, tiff = oversize_jpeg(), image_bytes(90, "TIFF", size=(400, 300))
     assert len(big) > 10 * MB
     run: Running = start_daemon(extra_folder=extra)
     (hot / "big.jpg").write_bytes(big)

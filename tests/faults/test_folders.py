@@ -8,10 +8,7 @@ way with a real watcher, real SQLite and real HTTP to the emulator.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,24 +18,22 @@ import pytest
 
 from syncd import report
 from syncd.emulator import EmulatorServer
-from tests.faults.conftest import DaemonProcess, FaultReport, pairs
-from tests.integration import conftest as integration
-from tests.integration.conftest import Running
+from tests.faults.conftest import (
+    DELETES,
+    POSTS,
+    DaemonProcess,
+    FaultReport,
+    Pair,
+    converge,
+    finish,
+    pairs,
+    sha,
+    syncd,
+)
+from tests.running import Running
 from tests.support import image_bytes, wait_until, write_image
 
 pytestmark = pytest.mark.faults
-
-start_daemon = integration.start_daemon
-hot = integration.hot
-
-DELETES = "DELETE /v1/assets/{id}"
-POSTS = "POST /v1/training-asset"
-
-Pair = tuple[str, tuple[str, ...]]
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def deletes(emulator: EmulatorServer) -> int:
@@ -55,39 +50,22 @@ def folder_status(run: Running, root: Path) -> dict[str, Any]:
     return next(f for f in status(run)["folders"] if f["path"] == root.as_posix())
 
 
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Another ``syncd`` command against the running daemon's config, as an operator types it."""
-    result = subprocess.run(
-        [sys.executable, "-m", "syncd", *args, "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def cli(run: Running, *args: str) -> str:
+    """Another ``syncd`` command against the running daemon's config; what it printed."""
+    result = syncd(run.config_path, *args)
     assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def converge(run: Running, want: set[Pair], timeout: float = 20.0) -> None:
-    wait_until(
-        lambda: set(pairs(run.emulator)) == want and run.idle(),
-        timeout,
-        message=f"exactly {len(want)} (content, tags) pairs and an idle queue",
-    )
-
-
-def finish(run: Running, report_: FaultReport, want: set[Pair], note: str) -> None:
-    """The invariants every case ends on, then its row in the figures table."""
-    got = pairs(run.emulator)
-    duplicates = sum(n - 1 for n in got.values() if n > 1)
-    losses = len(want - set(got))
-    report_.record(run.emulator, duplicates=duplicates, losses=losses, note=note)
-    assert run.thread.is_alive() and all(t.is_alive() for t in run.daemon.threads)
-    assert (duplicates, losses, set(got) - want) == (0, 0, set())
+    return result.stdout
 
 
 def files(root: Path, count: int, seed: int) -> set[Pair]:
     return {(sha(write_image(root / f"f{i}.jpg", seed + i)), ("studio",)) for i in range(count)}
+
+
+def synced(run: Running, count: int, seed: int) -> set[Pair]:
+    """``count`` files in the hot folder, uploaded: where most cases begin."""
+    want = files(run.hot, count, seed)
+    converge(run, want)
+    return want
 
 
 # --- roots that are not there ------------------------------------------------------------
@@ -119,12 +97,7 @@ def test_root_missing_at_start_waits_and_uploads_once_it_appears(
     wait_until(lambda: set(pairs(emulator)) == want, 30, 0.1, "the late root uploaded")
     wait_until(lambda: missing_folder()["health"] == "ok", 20, 0.2, "the late root healthy")
     assert proc.alive() and deletes(emulator) == 0
-    got = pairs(emulator)
-    duplicates = sum(n - 1 for n in got.values() if n > 1)
-    fault_report.record(
-        emulator, duplicates=duplicates, losses=len(want - set(got)), note="root appeared later"
-    )
-    assert duplicates == 0 and set(got) == want
+    fault_report.check(emulator, want, "root appeared later")
     assert proc.stop() == 0
 
 
@@ -133,8 +106,7 @@ def test_root_renamed_away_holds_and_resumes_when_it_returns(
 ) -> None:
     """A drive unmounted at run time: unavailable, nothing deleted; back, its new files go up."""
     run: Running = start_daemon()
-    want = files(hot, 3, 220)
-    converge(run, want)
+    want = synced(run, 3, 220)
     away = tmp_path / "mounted-elsewhere"
     hot.rename(away)
     wait_until(lambda: folder_status(run, hot)["health"] == "unavailable", 10, message="held")
@@ -156,18 +128,17 @@ def test_mount_point_left_empty_deletes_nothing_until_approved(
 ) -> None:
     """An empty root where files were tracked: guarded and shown; approve-deletes lets go."""
     run: Running = start_daemon()
-    want = files(hot, 4, 240)
-    converge(run, want)
+    synced(run, 4, 240)
     hot.rename(tmp_path / "disk")  # unmounted: the mount point stays, empty
     hot.mkdir()
     wait_until(lambda: folder_status(run, hot)["health"] == "guarded", 10, message="guarded")
-    shown = json.loads(cli(run.config.source, "status", "--json").stdout)  # type: ignore[arg-type]
+    shown = json.loads(cli(run, "status", "--json"))
     (folder,) = shown["folders"]
     assert folder["health"] == "guarded" and "empty" in folder["reason"]
     assert run.idle() and deletes(emulator) == 0 and len(emulator.assets()) == 4
     assert run.daemon.ctx is not None and run.daemon.ctx.ledger.summary()["tracked_files"] == 4
 
-    cli(run.config.source, "approve-deletes")  # type: ignore[arg-type]
+    cli(run, "approve-deletes")
     converge(run, set())
     assert deletes(emulator) == 4
     finish(run, fault_report, set(), "empty mount point: held until approved")
@@ -181,8 +152,7 @@ def test_polling_share_that_vanishes_holds_and_its_observer_is_replaced(
     key = hot.as_posix()
     first = run.daemon.watchers[key]
     assert first.mode == "polling"
-    want = files(hot, 3, 250)
-    converge(run, want)
+    want = synced(run, 3, 250)
     outage = tmp_path / "unreachable"
     hot.rename(outage)
     wait_until(lambda: folder_status(run, hot)["health"] == "unavailable", 10, message="held")
@@ -236,18 +206,17 @@ def test_burst_over_max_deletes_is_held_until_approved(
 ) -> None:
     """Five deletions, max_deletes 3: all five held and listed; approve-deletes runs them."""
     run: Running = start_daemon(max_deletes=3, grace=5.0)
-    want = files(hot, 6, 280)
-    converge(run, want)
+    want = synced(run, 6, 280)
     for i in range(1, 6):
         (hot / f"f{i}.jpg").unlink()
     wait_until(lambda: status(run)["held_deletions"]["count"] == 5, 10, message="5 held")
-    shown = json.loads(cli(run.config.source, "status", "--json").stdout)  # type: ignore[arg-type]
+    shown = json.loads(cli(run, "status", "--json"))
     assert shown["held_deletions"]["count"] == 5
     reasons = {item["reason"] for item in shown["held_deletions"]["items"]}
     assert len(reasons) == 1 and "more than 3 deletions" in reasons.pop()
     assert deletes(emulator) == 0 and len(emulator.assets()) == 6
 
-    cli(run.config.source, "approve-deletes")  # type: ignore[arg-type]
+    cli(run, "approve-deletes")
     want = {(sha((hot / "f0.jpg").read_bytes()), ("studio",))}
     converge(run, want)
     assert deletes(emulator) == 5 and status(run)["held_deletions"]["count"] == 0

@@ -77,21 +77,9 @@ class Write:
 
 
 @dataclass(frozen=True)
-class Move:
-    place: int
-    name: int
-    to_place: int
-    to_name: int
+class _Transfer:
+    """A file from one place and name to another (onto itself: nothing happens)."""
 
-    def apply(self, tree: Path) -> None:
-        src, dst = _path(tree, self.place, self.name), _path(tree, self.to_place, self.to_name)
-        if src.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            src.rename(dst)
-
-
-@dataclass(frozen=True)
-class Copy:
     place: int
     name: int
     to_place: int
@@ -101,7 +89,20 @@ class Copy:
         src, dst = _path(tree, self.place, self.name), _path(tree, self.to_place, self.to_name)
         if src.exists() and src != dst:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            self.transfer(src, dst)
+
+    def transfer(self, src: Path, dst: Path) -> None:
+        raise NotImplementedError
+
+
+class Move(_Transfer):
+    def transfer(self, src: Path, dst: Path) -> None:
+        src.rename(dst)
+
+
+class Copy(_Transfer):
+    def transfer(self, src: Path, dst: Path) -> None:
+        shutil.copyfile(src, dst)
 
 
 @dataclass(frozen=True)

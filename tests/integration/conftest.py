@@ -1,99 +1,22 @@
-"""A running syncd (in process, real watcher, real SQLite) against the emulator."""
+"""The integration suite's shared parts: the command line in subprocesses.
+
+``hot`` and ``start_daemon`` (a syncd in this process against the emulator) are fixtures
+of ``tests/conftest.py``, shared with the fault suite.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from syncd.config import Config, load
-from syncd.daemon import Daemon, Timers
-from syncd.emulator import EmulatorServer
-from tests.support import config_text, wait_until
+from tests.support import wait_until
 
-
-@dataclass
-class Running:
-    """A daemon running on a thread, with helpers to look at what the emulator holds."""
-
-    daemon: Daemon
-    emulator: EmulatorServer
-    hot: Path
-    config: Config
-    thread: threading.Thread
-    stopped: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def assets(self) -> list[dict[str, Any]]:
-        return self.emulator.assets()
-
-    def folder_tags(self) -> list[tuple[str, ...]]:
-        return sorted(
-            tuple(t for t in a["tags"] if not t.startswith("sha256:")) for a in self.assets()
-        )
-
-    def wait_assets(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-        wait_until(
-            lambda: len(self.assets()) == count and self.idle(),
-            timeout,
-            message=f"{count} assets and an idle queue",
-        )
-        return self.assets()
-
-    def idle(self) -> bool:
-        assert self.daemon.ctx is not None
-        return self.daemon.ctx.ledger.outstanding() == 0 and self.daemon.busy == 0
-
-    def stop(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            self.daemon.request_stop()
-            self.thread.join(15)
-            self.daemon.stop()
-
-
-@pytest.fixture
-def hot(tmp_path: Path) -> Path:
-    path = tmp_path / "hot"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def start_daemon(
-    tmp_path: Path, emulator: EmulatorServer, hot: Path
-) -> Iterator[Callable[..., Running]]:
-    """Start (and at teardown stop) daemons on ``hot``; keyword arguments shape the config."""
-    running: list[Running] = []
-
-    def start(**options: Any) -> Running:
-        folders = options.pop("folders", [hot])
-        conf = tmp_path / f"config{len(running)}.toml"
-        conf.write_text(config_text(emulator.base_url, folders, tmp_path / "state.db", **options))
-        config = load(conf)
-        daemon = Daemon(config, timers=Timers(tick=0.05, heartbeat=0.5, key_probe=0.3))
-        daemon.start()
-        thread = threading.Thread(target=daemon.run_forever, name="test-daemon", daemon=True)
-        thread.start()
-        wait_until(
-            lambda: folders[0].as_posix() in daemon.watchers or not folders[0].exists(),
-            10,
-            message="watcher started",
-        )
-        run = Running(daemon, emulator, hot, config, thread)
-        running.append(run)
-        return run
-
-    yield start
-    for run in running:
-        run.stop()
+__all__ = ["Cli", "cli", "wait_for_log"]
 
 
 # --- the command line as a user runs it ---------------------------------------------------

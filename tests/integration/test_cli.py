@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,6 @@ STATUS_KEYS = {
     "state_path", "daemon", "jobs", "tracked_files", "assets", "problem_files",
     "held_deletions", "failures", "last_upload", "api_key", "folders",
 }  # fmt: skip
-
-
-def write_config(tmp_path: Path, base_url: str, folders: list[Path], **options: Any) -> Path:
-    """A config for the CLI, readable by its owner only (it holds the key inline)."""
-    conf = tmp_path / "syncd.toml"
-    conf.write_text(config_text(base_url, folders, tmp_path / "state.db", **options))
-    conf.chmod(0o600)
-    return conf
 
 
 def closed_port() -> int:
@@ -44,15 +37,30 @@ def status_json(cli: Cli, conf: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
+def make_config(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Callable[..., Path]:
+    """Writes the CLI's config (``hot``, the emulator), owner-only as it holds the key inline."""
+
+    def make(
+        *, base_url: str = emulator.base_url, folders: Sequence[Path] = (hot,), **options: Any
+    ) -> Path:
+        conf = tmp_path / "syncd.toml"
+        conf.write_text(config_text(base_url, folders, tmp_path / "state.db", **options))
+        conf.chmod(0o600)
+        return conf
+
+    return make
+
+
+@pytest.fixture
 def daemon_log(tmp_path: Path) -> Path:
     return tmp_path / "daemon.log"
 
 
 @pytest.fixture
-def running(cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path, daemon_log: Path):
+def running(cli: Cli, emulator: EmulatorServer, hot: Path, make_config, daemon_log: Path):
     """`syncd run` in a subprocess that has uploaded one file; the config path is yielded."""
     write_image(hot / "shoes" / "a.jpg", 1)
-    conf = write_config(tmp_path, emulator.base_url, [hot])
+    conf = make_config()
     proc = cli.start("run", "-c", conf, log=daemon_log)
     wait_until(lambda: len(emulator.assets()) == 1, 30, message="the first upload")
     yield conf
@@ -78,12 +86,14 @@ def test_status_json_while_the_daemon_runs(cli: Cli, running: Path) -> None:
     assert status["failures"] == {"count": 0, "items": []}
 
 
-def held_and_failed(cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path) -> Path:
+def held_and_failed(
+    cli: Cli, emulator: EmulatorServer, hot: Path, make_config: Callable[..., Path]
+) -> Path:
     """A state with one failed file and one held deletion, made by two `syncd sync` passes."""
     write_image(hot / "bags" / "keep.jpg", 1)
     write_image(hot / "bags" / "gone.jpg", 2)
     (hot / "broken.jpg").write_text("not an image at all")
-    conf = write_config(tmp_path, emulator.base_url, [hot], max_deletes=0)
+    conf = make_config(max_deletes=0)
     assert cli("sync", "-c", conf).returncode == 1  # broken.jpg failed
     assert len(emulator.assets()) == 2
     (hot / "bags" / "gone.jpg").unlink()
@@ -92,10 +102,10 @@ def held_and_failed(cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Pat
 
 
 def test_status_shows_failures_and_held_deletions(
-    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path
+    cli: Cli, emulator: EmulatorServer, hot: Path, make_config
 ) -> None:
     """The human status names the failed file with its reason and the held deletion."""
-    conf = held_and_failed(cli, emulator, hot, tmp_path)
+    conf = held_and_failed(cli, emulator, hot, make_config)
     result = cli("status", "-c", conf)
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -110,10 +120,10 @@ def test_status_shows_failures_and_held_deletions(
 
 
 def test_retry_and_approve_deletes_act_on_what_status_shows(
-    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path
+    cli: Cli, emulator: EmulatorServer, hot: Path, make_config
 ) -> None:
     """`retry` re-queues the failed file, `approve-deletes` lets the held deletion go."""
-    conf = held_and_failed(cli, emulator, hot, tmp_path)
+    conf = held_and_failed(cli, emulator, hot, make_config)
     retried = cli("retry", "-c", conf, "broken.jpg")
     assert (retried.returncode, retried.stdout.strip()) == (0, "re-queued 1 failed job(s)")
     approved = cli("approve-deletes", "-c", conf)
@@ -123,11 +133,9 @@ def test_retry_and_approve_deletes_act_on_what_status_shows(
     assert [a["name"] for a in emulator.assets()] == ["keep"]
 
 
-def test_status_without_a_state_database_exits_3(
-    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path
-) -> None:
+def test_status_without_a_state_database_exits_3(cli: Cli, make_config) -> None:
     """Before the first run there is nothing to show: exit 3 and say so."""
-    conf = write_config(tmp_path, emulator.base_url, [hot])
+    conf = make_config()
     result = cli("status", "-c", conf)
     assert result.returncode == 3
     assert "no state database" in result.stderr and "has syncd run yet" in result.stderr
@@ -136,11 +144,9 @@ def test_status_without_a_state_database_exits_3(
 # --- check ------------------------------------------------------------------------------
 
 
-def test_check_passes_on_a_good_setup(
-    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path
-) -> None:
+def test_check_passes_on_a_good_setup(cli: Cli, make_config) -> None:
     """Folder, watches, state, key and API all fine: every line ok, exit 0."""
-    conf = write_config(tmp_path, emulator.base_url, [hot])
+    conf = make_config()
     result = cli("check", "-c", conf)
     assert result.returncode == 0, result.stdout
     lines = result.stdout.splitlines()
@@ -157,27 +163,27 @@ def test_check_is_happy_while_the_daemon_holds_the_database(cli: Cli, running: P
     assert "in use by a running syncd" in result.stdout
 
 
-def _missing_folder(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Path:
-    return write_config(tmp_path, emulator.base_url, [tmp_path / "not-mounted"])
+def _missing_folder(tmp_path: Path, make_config: Callable[..., Path]) -> Path:
+    return make_config(folders=[tmp_path / "not-mounted"])
 
 
-def _open_key_file(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Path:
+def _open_key_file(tmp_path: Path, make_config: Callable[..., Path]) -> Path:
     key = tmp_path / "api_key"
     key.write_text("test-key\n")
     key.chmod(0o644)
-    return write_config(tmp_path, emulator.base_url, [hot], extra_api=f'api_key_file = "{key}"')
+    return make_config(extra_api=f'api_key_file = "{key}"')
 
 
-def _unreachable_api(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Path:
-    return write_config(tmp_path, f"http://127.0.0.1:{closed_port()}", [hot])
+def _unreachable_api(tmp_path: Path, make_config: Callable[..., Path]) -> Path:
+    return make_config(base_url=f"http://127.0.0.1:{closed_port()}")
 
 
-def _rejected_key(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Path:
-    return write_config(tmp_path, emulator.base_url, [hot], api_key="a-revoked-key")
+def _rejected_key(tmp_path: Path, make_config: Callable[..., Path]) -> Path:
+    return make_config(api_key="a-revoked-key")
 
 
-def _open_config_with_inline_key(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Path:
-    conf = write_config(tmp_path, emulator.base_url, [hot])
+def _open_config_with_inline_key(tmp_path: Path, make_config: Callable[..., Path]) -> Path:
+    conf = make_config()
     conf.chmod(0o644)
     return conf
 
@@ -195,15 +201,14 @@ def _open_config_with_inline_key(tmp_path: Path, emulator: EmulatorServer, hot: 
 )
 def test_check_reports_each_broken_setting_with_its_fix(
     cli: Cli,
-    emulator: EmulatorServer,
-    hot: Path,
     tmp_path: Path,
+    make_config,
     setup: Any,
     problem: str,
     fix: str,
 ) -> None:
     """Each broken setting is a PROBLEM line naming it, followed by how to fix it; exit 1."""
-    result = cli("check", "-c", setup(tmp_path, emulator, hot))
+    result = cli("check", "-c", setup(tmp_path, make_config))
     assert result.returncode == 1, result.stdout
     lines = result.stdout.splitlines()
     (index,) = [i for i, line in enumerate(lines) if problem in line]
@@ -211,11 +216,9 @@ def test_check_reports_each_broken_setting_with_its_fix(
     assert "fix:" in lines[index + 1] and fix in lines[index + 1]
 
 
-def test_check_with_a_bad_config_key_exits_2_naming_it(
-    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path
-) -> None:
+def test_check_with_a_bad_config_key_exits_2_naming_it(cli: Cli, make_config) -> None:
     """A typo in the config is the first failed check: exit 2 and the dotted key."""
-    conf = write_config(tmp_path, emulator.base_url, [hot], extra_api="concurency = 4")
+    conf = make_config(extra_api="concurency = 4")
     result = cli("check", "-c", conf)
     assert result.returncode == 2
     assert "api.concurency" in result.stderr and "did you mean concurrency" in result.stderr
@@ -224,11 +227,9 @@ def test_check_with_a_bad_config_key_exits_2_naming_it(
 # --- run --------------------------------------------------------------------------------
 
 
-def test_run_with_a_bad_config_exits_2_naming_the_key(
-    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path
-) -> None:
+def test_run_with_a_bad_config_exits_2_naming_the_key(cli: Cli, make_config) -> None:
     """`syncd run` refuses a config with a wrong value: exit 2, the key named, no traceback."""
-    conf = write_config(tmp_path, emulator.base_url, [hot], extra_folder="max_deletes = -1")
+    conf = make_config(extra_folder="max_deletes = -1")
     conf.write_text(conf.read_text().replace("max_deletes = 50\n", ""))
     result = cli("run", "-c", conf)
     assert result.returncode == 2
@@ -236,11 +237,9 @@ def test_run_with_a_bad_config_exits_2_naming_the_key(
     assert "Traceback" not in result.stderr
 
 
-def test_run_stops_on_sigterm_within_10_seconds(
-    cli: Cli, emulator: EmulatorServer, hot: Path, tmp_path: Path, daemon_log: Path
-) -> None:
+def test_run_stops_on_sigterm_within_10_seconds(cli: Cli, make_config, daemon_log: Path) -> None:
     """SIGTERM to a ready daemon: a clean stop, exit 0, well within 10 s."""
-    conf = write_config(tmp_path, emulator.base_url, [hot])
+    conf = make_config()
     proc = cli.start("run", "-c", conf, log=daemon_log)
     wait_for_log(daemon_log, "daemon.ready")
     started = time.monotonic()

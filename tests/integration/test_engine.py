@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.integration.conftest import Running
+from tests.running import Running
 from tests.support import image_bytes, wait_until, write_image
 
 
@@ -170,7 +170,16 @@ def test_changes_made_while_stopped_converge_at_start(start_daemon, hot: Path) -
     os.rename(hot / "red" / "move.jpg", hot / "blue" / "move.jpg")
     (hot / "delete.jpg").unlink()
     run2: Running = start_daemon()
-    wait_until(lambda: len(run2.assets()) == 4 and run2.idle(), 30, message="converged")
+    # The old four are there and the queue idle before the start-up scan has queued anything.
+    wait_until(
+        lambda: (
+            sha(new) in {a["sha256"] for a in run2.assets()}
+            and len(run2.assets()) == 4
+            and run2.idle()
+        ),
+        30,
+        message="converged",
+    )
     names = sorted((a["name"], tuple(a["tags"][:-1])) for a in run2.assets())
     assert names == [
         ("added", ("studio",)),

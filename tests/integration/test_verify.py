@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from syncd.verify import verify
-from tests.integration.conftest import Running
+from tests.running import Running
 from tests.support import wait_until, write_image
 
 
@@ -84,7 +84,7 @@ def test_the_verify_command_reports_agreement_and_difference(start_daemon, hot, 
     run: Running = start_daemon()
     write_image(hot / "a.jpg", 350)
     (asset,) = run.wait_assets(1)
-    conf = next(iter(sorted(hot.parent.glob("config*.toml"))))
+    conf = run.config_path
     clean = cli("verify", "-c", conf, "--json")
     assert clean.returncode == 0, clean.stderr
     assert json.loads(clean.stdout)["ok"] is True

@@ -28,25 +28,11 @@ from syncd.errors import (
     TransientError,
 )
 from syncd.retry import RetryPolicy, is_retryable, parse_retry_after
+from tests.support import FakeClock
 
 KEY = "sk-test-0123456789abcdef"
 BASE = "https://api.example.test"
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class FakeClock:
-    """Wall and monotonic time that only moves when the code under test sleeps."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Recorder:

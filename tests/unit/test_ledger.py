@@ -11,23 +11,16 @@ from syncd.config import FolderConfig
 from syncd.ledger import Ledger
 from syncd.model import EventKind, FileStat, FsEvent, Job, JobKind, JobState, RemoteAsset
 from syncd.store import Store
+from tests.support import FakeClock
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 ROOT = "/hot"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    store = Store.open(tmp_path / "state.db", clock=Clock())
+    store = Store.open(tmp_path / "state.db", clock=FakeClock())
     folder = FolderConfig(path=Path(ROOT), max_deletes=3, delete_grace_seconds=30)
     yield Ledger(store, {ROOT: folder})
     store.close()
@@ -175,7 +168,7 @@ def test_delete_done_while_a_file_took_the_asset_again_reuploads(ledger: Ledger)
 
 def test_mirror_deletes_off_keeps_the_remote_asset(tmp_path: Path) -> None:
     """A folder with mirror_deletes = false never schedules a remote delete."""
-    store = Store.open(tmp_path / "s.db", clock=Clock())
+    store = Store.open(tmp_path / "s.db", clock=FakeClock())
     ledger = Ledger(store, {ROOT: FolderConfig(path=Path(ROOT), mirror_deletes=False)})
     link(ledger, "a.jpg", SHA_A)
     upload(ledger, "asset-1")

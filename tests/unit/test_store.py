@@ -11,19 +11,12 @@ from syncd.errors import InvalidTransition, StaleAttempt, StoreCorrupt, StoreLoc
 from syncd.model import TRANSITIONS, JobKind, JobState
 from syncd.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from syncd.store import Store
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import FakeClock
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    s = Store.open(tmp_path / "state.db", clock=Clock())
+    s = Store.open(tmp_path / "state.db", clock=FakeClock())
     yield s
     s.close()
 
