@@ -21,7 +21,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -59,8 +59,6 @@ class Timers:
     tick: float = 0.5
     heartbeat: float = 5.0
     key_probe: float = 30.0
-    root_retry: float = 2.0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class Daemon:
@@ -97,6 +95,7 @@ class Daemon:
         self._approval_scans: set[str] = set()
         self.busy = 0
         self._busy_lock = threading.Lock()
+        self._last_probe = 0.0
 
     # -- start and stop -------------------------------------------------------------
 
@@ -405,9 +404,9 @@ class Daemon:
             return
         if self.store is not None and self.store.get_meta("auth_rejected_since") is None:
             self.store.set_meta("auth_rejected_since", str(since))
-        if self.clock() - self.timers.extra.get("last_probe", 0.0) < self.timers.key_probe:
+        if self.clock() - self._last_probe < self.timers.key_probe:
             return
-        self.timers.extra["last_probe"] = self.clock()
+        self._last_probe = self.clock()
         try:
             self.ctx.client.check_auth()
         except AuthError:
