@@ -17,6 +17,7 @@ from syncd.config import FolderConfig
 from syncd.errors import ApiError, AuthError, OutcomeUnknown, RateLimited, TransientError
 from syncd.ledger import KEY_PAUSE, Ledger
 from syncd.model import Job
+from syncd.scanner import RootState
 from syncd.tags import Rules
 
 #: How soon a job held by a root guard looks again.
@@ -35,26 +36,36 @@ class Context:
     rules: Mapping[str, Rules]
     breaker: Breaker
     identity_tag: bool = True
-    clock: Callable[[], float] = field(default=lambda: 0.0)
-    rand: Callable[[], float] = field(default=random.random)
+    clock: Callable[[], float] = field(kw_only=True)
+    rand: Callable[[], float] = field(default=random.random, kw_only=True)
 
     def root_problem(self, folder: FolderConfig) -> str | None:
-        """Why deletions must not be mirrored for this folder now, or None."""
-        row = self.ledger.store.folder_row(folder.key) or {}
+        """Why deletions must not be mirrored for this folder now, or None.
+
+        A guard that holds is also written to the folder's health, so ``syncd status``
+        shows it and ``syncd approve-deletes`` can accept it, whoever noticed it first.
+        """
+        store = self.ledger.store
+        row = store.folder_row(folder.key) or {}
         health = scanner.root_health(folder.path, expected_dev=row.get("dev"))
-        if not health.ok:
-            if row.get("approved") and health.reason and "device" in health.reason:
-                return None
-            return health.reason or "root unavailable"
-        # One tracked file leaving an empty root is an ordinary last deletion; several
-        # vanishing with the root left empty is what an unmounted drive looks like.
-        if (
-            not row.get("approved")
-            and self.ledger.store.tracked_count(folder.key) > 1
+        approved = bool(row.get("approved"))
+        if health.absent:
+            problem, state = health.reason or "root unavailable", "unavailable"
+        elif health.state is RootState.OTHER_DEVICE and not approved:
+            problem, state = health.reason or "root on another device", "guarded"
+        elif (
+            not approved
+            # One tracked file leaving an empty root is an ordinary last deletion; several
+            # vanishing with the root left empty is what an unmounted drive looks like.
+            and store.tracks_several(folder.key)
             and scanner.is_empty(folder.path, self.rules[folder.key])
         ):
-            return "root is empty where files were tracked (unmounted?)"
-        return None
+            problem, state = "root is empty where files were tracked (unmounted?)", "guarded"
+        else:
+            return None
+        if (row.get("health"), row.get("reason")) != (state, problem):
+            store.set_folder(folder.key, health=state, reason=problem)
+        return problem
 
 
 def api_retry(ctx: Context, job: Job, exc: ApiError) -> None:

@@ -8,6 +8,8 @@ unmounted (wait: a guess never deletes). 404 means the goal is reached.
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 
 from syncd.context import ROOT_RETRY_SECONDS, Context, api_retry
@@ -24,20 +26,10 @@ class DeleteWorkflow:
         self.ctx = ctx
 
     def run(self, job: Job) -> None:
+        asset = self._still_to_delete(job)
+        if asset is None:
+            return
         ctx = self.ctx
-        assert job.asset_key is not None
-        asset = ctx.ledger.asset(job.asset_key)
-        if ctx.ledger.refcount(job.asset_key):
-            ctx.ledger.store.transition(job, JobState.CANCELLED, reason="a file uses the asset")
-            return
-        if asset is None or not asset["asset_id"]:
-            ctx.ledger.delete_done(job)
-            return
-        folder = ctx.folders.get(job.folder)
-        problem = ctx.root_problem(folder) if folder else "folder no longer configured"
-        if problem:
-            ctx.ledger.retry_later(job, ROOT_RETRY_SECONDS, f"held: {problem}")
-            return
         started = ctx.clock()
         try:
             ctx.client.delete(asset["asset_id"])
@@ -68,3 +60,24 @@ class DeleteWorkflow:
             tags=asset["tags"],
             duration=round(ctx.clock() - started, 3),
         )
+
+    def _still_to_delete(self, job: Job) -> dict[str, Any] | None:
+        """The asset, if the DELETE should go out now; otherwise the job is settled here."""
+        ctx = self.ctx
+        assert job.asset_key is not None
+        if ctx.ledger.delete_cancelled_if_used(job):
+            return None
+        asset = ctx.ledger.asset(job.asset_key)
+        if asset is None or not asset["asset_id"]:
+            ctx.ledger.delete_done(job)
+            return None
+        folder = ctx.folders.get(job.folder)
+        if folder is None or not folder.mirror_deletes:
+            # The config changed since the release: a folder removed or no longer mirrored.
+            why = "folder no longer configured" if folder is None else "mirror_deletes is off"
+            ctx.ledger.store.transition(job, JobState.CANCELLED, reason=why)
+            return None
+        if problem := ctx.root_problem(folder):
+            ctx.ledger.retry_later(job, ROOT_RETRY_SECONDS, f"held: {problem}")
+            return None
+        return asset

@@ -66,7 +66,7 @@ _QUALITIES = (90, 85, 80, 75)
 _SHRINK = 0.85  # at most this much of the previous scale per resizing step
 _MIN_SIDE = 320  # below this a product image is no longer worth sending
 _JPEG_EXIF_MAX = 65_000  # the EXIF block must fit in one JPEG APP1 segment
-_MAX_SOURCE_BYTES = 256 * 1024 * 1024  # bounds the memory a re-encode may take
+MAX_SOURCE_BYTES = 256 * 1024 * 1024  # bounds the memory a re-encode may take
 _HEIC_EXTRA = "pip install 'syncd[heic]'"
 _ASK_DOWNSCALE = 'set oversize = "downscale" for this folder to send a smaller copy'
 # What Pillow raises on damaged input; none of these is a bug of ours.
@@ -109,10 +109,10 @@ def check_header(
         _check_convertible(fmt, _normalise_convert(convert))
     elif size > limit and oversize == "fail":
         raise FileProblem(f"too large: {_mb(size)}, {_at_most(limit)}; {_ASK_DOWNSCALE}")
-    if size > max(limit, _MAX_SOURCE_BYTES):
+    if size > max(limit, MAX_SOURCE_BYTES):
         raise FileProblem(
             f"too large: {_mb(size)}; syncd makes smaller copies of files up to "
-            f"{_mb(_MAX_SOURCE_BYTES)}"
+            f"{_mb(MAX_SOURCE_BYTES)}"
         )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from syncd import plan
 from syncd.config import FolderConfig
 from syncd.model import (
+    CLAIMABLE,
     EventKind,
     FileStat,
     FsEvent,
@@ -28,8 +29,6 @@ from syncd.model import (
 from syncd.store import Conn, Row, Store, row_to_job
 
 S = JobState
-LIVE_UPLOAD = (str(S.PENDING), str(S.UPLOADING), str(S.FAILED))
-LIVE_DELETE = (str(S.WAITING), str(S.HELD), str(S.DELETING), str(S.FAILED))
 #: The reason a job carries while a rejected API key holds it back.
 KEY_PAUSE = "paused: the API key is not accepted"
 
@@ -178,8 +177,8 @@ class Ledger:
             asset = conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
             for other in self._asset_jobs(conn, JobKind.DELETE, key, (S.WAITING, S.HELD, S.FAILED)):
                 self.store.move(conn, other, S.CANCELLED, reason="a file uses the asset again")
-            if asset["asset_id"] is None:
-                asset = self._adopt_indexed(conn, key, sha256, tags) or asset
+            if asset["asset_id"] is None and self._adopt_indexed(conn, key):
+                asset = conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
             queued = False
             if asset["asset_id"] is None and not self._asset_jobs(
                 conn, JobKind.UPLOAD, key, (S.PENDING, S.UPLOADING, S.FAILED)
@@ -192,13 +191,16 @@ class Ledger:
                 self._release(conn, job.folder, old, hold=bool(job.detail.get("hold")))
         return Linked(key, queued, asset["asset_id"])
 
-    def _adopt_indexed(
-        self, conn: Conn, key: str, sha256: str, tags: tuple[str, ...]
-    ) -> Row | None:
-        """Take the asset_id of a library asset found by the index, instead of uploading."""
+    def _adopt_indexed(self, conn: Conn, key: str) -> str | None:
+        """Take the asset_id of a library asset found by the index, instead of uploading.
+
+        An index entry is used once: from then on the asset row speaks for it, and a
+        later remote delete must not leave an entry pointing at an asset that is gone.
+        """
+        identity, tagset = _index_key(key)
         found = conn.execute(
             "SELECT asset_id FROM remote_index WHERE identity = ? AND tagset = ?",
-            (identity_tag(sha256), json.dumps(sorted(set(tags)))),
+            (identity, tagset),
         ).fetchone()
         if found is None:
             return None
@@ -206,7 +208,36 @@ class Ledger:
             "UPDATE assets SET asset_id = ?, remote_status = 'indexed' WHERE key = ?",
             (found["asset_id"], key),
         )
-        return dict(conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone())
+        conn.execute(
+            "DELETE FROM remote_index WHERE identity = ? AND tagset = ?", (identity, tagset)
+        )
+        return str(found["asset_id"])
+
+    def upload_from_index(self, job: Job) -> str | None:
+        """End an upload job whose asset the library index already holds; its asset_id."""
+        assert job.asset_key is not None
+        with self.store.write() as conn:
+            asset_id = self._adopt_indexed(conn, job.asset_key)
+            if asset_id is None:
+                return None
+            self.store.move(conn, job, S.DONE, reason="found in the library")
+            self._release(conn, job.folder, job.asset_key)
+        return asset_id
+
+    def posted_before(self, job: Job) -> bool:
+        """Whether a POST for this asset may already have gone out, by this job or another.
+
+        An upload job that was cancelled after an unanswered POST leaves its intent in the
+        queue's history; a later job for the same (content, tags) must reconcile first.
+        """
+        if job.attempt > 1:
+            return True
+        rows = self.store.query(
+            "SELECT 1 FROM jobs WHERE kind = 'upload' AND asset_key = ? AND id != ?"
+            " AND intent_at IS NOT NULL LIMIT 1",
+            (job.asset_key, job.id),
+        )
+        return bool(rows)
 
     def remember_remote(self, found: Iterable[tuple[str, tuple[str, ...], str]]) -> int:
         """Record library assets (identity tag, folder tags, asset_id) in one transaction."""
@@ -316,20 +347,21 @@ class Ledger:
         self._schedule_delete(conn, policy, key, hold=hold)
 
     def _schedule_delete(self, conn: Conn, policy: FolderConfig, key: str, *, hold: bool) -> None:
-        waiting = self.store.jobs_where(
-            conn, "kind = 'delete' AND folder = ? AND state = 'waiting'", (policy.key,)
-        )
-        held_count = conn.execute(
-            "SELECT count(*) FROM jobs WHERE kind = 'delete' AND folder = ? AND state = 'held'",
+        waiting, held = conn.execute(
+            "SELECT sum(state = 'waiting'), sum(state = 'held') FROM jobs"
+            " WHERE kind = 'delete' AND folder = ? AND state IN ('waiting', 'held')",
             (policy.key,),
-        ).fetchone()[0]
-        if hold or held_count or plan.hold_deletes(len(waiting), 1, policy.max_deletes):
+        ).fetchone()
+        if hold or held or plan.hold_deletes(waiting or 0, 1, policy.max_deletes):
             reason = (
                 f"held: more than {policy.max_deletes} deletions at once in this folder; "
                 "check the folder, then run `syncd approve-deletes`"
             )
-            for job in waiting:
-                self.store.move(conn, job, S.HELD, reason=reason)
+            if waiting:
+                for job in self.store.jobs_where(
+                    conn, "kind = 'delete' AND folder = ? AND state = 'waiting'", (policy.key,)
+                ):
+                    self.store.move(conn, job, S.HELD, reason=reason)
             self.store.new_job(
                 conn, JobKind.DELETE, policy.key, asset_key=key, state=S.HELD, reason=reason
             )
@@ -360,14 +392,29 @@ class Ledger:
             )
             self._release(conn, job.folder, job.asset_key)
 
-    def upload_cancelled(self, job: Job, reason: str) -> None:
+    def upload_cancelled(self, job: Job, reason: str) -> bool:
+        """Cancel an upload no file needs, checked and done in one transaction.
+
+        A file may have linked to the asset since the caller looked: then the job goes
+        back to the queue instead (True: cancelled; False: still needed, re-queued).
+        """
         assert job.asset_key is not None
         with self.store.write() as conn:
+            if self._refcount(conn, job.asset_key):
+                self.store.move(conn, job, S.PENDING, not_before=0.0, reason="needed again")
+                return False
             self.store.move(conn, job, S.CANCELLED, reason=reason)
+            conn.execute("DELETE FROM assets WHERE key = ? AND asset_id IS NULL", (job.asset_key,))
+        return True
+
+    def delete_cancelled_if_used(self, job: Job) -> bool:
+        """Cancel a delete whose asset a file uses again, checked and done in one transaction."""
+        assert job.asset_key is not None
+        with self.store.write() as conn:
             if not self._refcount(conn, job.asset_key):
-                conn.execute(
-                    "DELETE FROM assets WHERE key = ? AND asset_id IS NULL", (job.asset_key,)
-                )
+                return False
+            self.store.move(conn, job, S.CANCELLED, reason="a file uses the asset")
+        return True
 
     def delete_done(self, job: Job) -> None:
         """The asset is gone remotely; if a file took it up meanwhile, upload it again."""
@@ -401,9 +448,8 @@ class Ledger:
 
     def retry_later(self, job: Job, delay: float, reason: str) -> Job:
         """Back to the claimable state of its kind, due after ``delay`` seconds."""
-        back = {JobKind.FILE: S.PENDING, JobKind.UPLOAD: S.PENDING, JobKind.DELETE: S.WAITING}
         return self.store.transition(
-            job, back[job.kind], not_before=self.store.clock() + delay, reason=reason
+            job, CLAIMABLE[job.kind], not_before=self.store.clock() + delay, reason=reason
         )
 
     def resume_paused(self) -> int:
@@ -457,15 +503,17 @@ class Ledger:
                     (folder, folder),
                 )
             ]
+            # Only a guarded root (empty, or on a new device) is accepted: approving must
+            # never switch the guard off for a root that is missing right now.
             conn.execute(
-                "UPDATE folders SET approved = 1 WHERE health != 'ok' AND (? IS NULL OR key = ?)",
+                "UPDATE folders SET approved = 1"
+                " WHERE health = 'guarded' AND (? IS NULL OR key = ?)",
                 (folder, folder),
             )
         return len(jobs), guarded
 
     def retry_failed(self, relpaths: Sequence[str] = ()) -> int:
         """Put failed jobs (all, or those for these paths) back in the queue."""
-        back = {JobKind.FILE: S.PENDING, JobKind.UPLOAD: S.PENDING, JobKind.DELETE: S.WAITING}
         with self.store.write() as conn:
             jobs = self.store.jobs_where(conn, "state = 'failed'", [])
             if relpaths:
@@ -480,8 +528,22 @@ class Ledger:
                         " WHERE folder = ? AND relpath = ?",
                         (job.folder, job.relpath),
                     )
-                self.store.move(conn, job, back[job.kind], not_before=0.0, reason="retry")
+                self.store.move(conn, job, CLAIMABLE[job.kind], not_before=0.0, reason="retry")
         return len(jobs)
+
+    def prune(self, before: float) -> int:
+        """Forget finished jobs last touched before ``before``; the queue stays small.
+
+        A cancelled upload that had sent a POST is kept: a later upload of the same
+        (content, tags) must know to reconcile first (see :meth:`posted_before`).
+        """
+        with self.store.write() as conn:
+            cur = conn.execute(
+                "DELETE FROM jobs WHERE state IN ('done', 'cancelled') AND updated_at < ?"
+                " AND NOT (kind = 'upload' AND state = 'cancelled' AND intent_at IS NOT NULL)",
+                (before,),
+            )
+        return int(cur.rowcount)
 
     def failures(self, limit: int = 20) -> list[Job]:
         rows = self.store.query(
@@ -497,7 +559,8 @@ class Ledger:
 
     def counts(self) -> dict[str, dict[str, int]]:
         rows = self.store.query(
-            "SELECT kind, state, count(*) AS n FROM jobs WHERE state NOT IN ('done', 'cancelled')"
+            "SELECT kind, state, count(*) AS n FROM jobs WHERE state IN"
+            " ('pending', 'hashing', 'uploading', 'waiting', 'held', 'deleting', 'failed')"
             " GROUP BY kind, state"
         )
         out: dict[str, dict[str, int]] = {}
@@ -521,3 +584,9 @@ class Ledger:
             "assets": q("SELECT count(*) AS n FROM assets WHERE asset_id IS NOT NULL")[0]["n"],
             "problems": q("SELECT count(*) AS n FROM files WHERE problem IS NOT NULL")[0]["n"],
         }
+
+
+def _index_key(key: str) -> tuple[str, str]:
+    """The library index's key (identity tag, sorted tag set) for a store asset key."""
+    sha256, tags = json.loads(key)
+    return identity_tag(sha256), json.dumps(tags)

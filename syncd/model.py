@@ -12,22 +12,27 @@ Three kinds of job:
 
 ::
 
-    file     pending ──claim──▶ hashing ──▶ done        (linked, adopted or unchanged)
-                ▲                  │  └───▶ failed      (not an image, too large, unreadable)
-                └── changed/settling ┘        │
-                failed ──retry / file changed─┘──▶ pending
-                pending, failed ──superseded / gone──▶ cancelled
+    file    pending ─claim─▶ hashing ─▶ done        linked, adopted, unchanged or gone
+                             hashing ─▶ failed      not an image, too large, unreadable
+                             hashing ─▶ cancelled   the path became excluded
+                             hashing ─▶ pending     settling, changed while read, root held
+            failed ─▶ pending (retry)     failed ─▶ cancelled (a newer change)
 
-    upload   pending ──claim──▶ uploading ──▶ done      (asset_id recorded with the job's end)
-                ▲                  │  └─────▶ failed    (413/415/400/422)
-                └── 5xx, 429, auth, outcome unknown (reconcile first) ┘
-                pending, failed ──no file needs it──▶ cancelled;  failed ──retry──▶ pending
+    upload  pending ─claim, intent committed─▶ uploading ─▶ done       asset_id recorded
+                                               uploading ─▶ failed     400/413/415/422
+                                               uploading ─▶ cancelled  no file needs it
+                                               uploading ─▶ pending    5xx, 429, auth,
+                                                   outcome unknown (reconcile first)
+            pending, failed ─▶ cancelled (no file needs it)     failed ─▶ pending (retry)
 
-    delete   waiting ──grace over, claim──▶ deleting ──▶ done   (204, or 404)
-                ▲  │                           ├──────▶ waiting (5xx, 429, auth)
-                │  │                           └──────▶ held, cancelled (root guard; in use)
-                │  └──▶ held (max_deletes, root guard) ──approve──▶ waiting
-                waiting, held, failed ──a file uses the asset again──▶ cancelled
+    delete  waiting ─grace over, claim─▶ deleting ─▶ done       204, or 404
+                                         deleting ─▶ failed     refused by the API
+                                         deleting ─▶ cancelled  in use again, folder gone,
+                                                                mirroring switched off
+                                         deleting ─▶ waiting    5xx, 429, auth, root guard
+            waiting ─▶ held (max_deletes) ─approve─▶ waiting
+            waiting, held, failed ─▶ cancelled (a file uses the asset again)
+            failed ─▶ waiting (retry)
 
 A job that is claimed gets ``attempt + 1``; an outcome is recorded only by the attempt
 that is current, so a stale worker can never overwrite a newer decision. At start-up the
@@ -71,7 +76,6 @@ TRANSITIONS: dict[JobKind, frozenset[tuple[JobState, JobState]]] = {
             (S.HASHING, S.FAILED),
             (S.HASHING, S.PENDING),
             (S.HASHING, S.CANCELLED),
-            (S.PENDING, S.CANCELLED),
             (S.FAILED, S.PENDING),
             (S.FAILED, S.CANCELLED),
         }
@@ -94,7 +98,6 @@ TRANSITIONS: dict[JobKind, frozenset[tuple[JobState, JobState]]] = {
             (S.DELETING, S.DONE),
             (S.DELETING, S.WAITING),
             (S.DELETING, S.FAILED),
-            (S.DELETING, S.HELD),
             (S.DELETING, S.CANCELLED),
             (S.WAITING, S.HELD),
             (S.HELD, S.WAITING),
@@ -119,6 +122,13 @@ CLAIMABLE: dict[JobKind, JobState] = {
     JobKind.DELETE: S.WAITING,
 }
 
+#: The state a claim moves a job to, per kind.
+IN_FLIGHT: dict[JobKind, JobState] = {
+    JobKind.FILE: S.HASHING,
+    JobKind.UPLOAD: S.UPLOADING,
+    JobKind.DELETE: S.DELETING,
+}
+
 #: In-flight states and where they fall back to after a crash.
 RECOVERY: dict[JobState, JobState] = {
     S.HASHING: S.PENDING,
@@ -128,7 +138,6 @@ RECOVERY: dict[JobState, JobState] = {
 
 #: States that need no more work (``failed`` and ``held`` wait for a person or a change).
 FINISHED: frozenset[JobState] = frozenset({S.DONE, S.CANCELLED})
-LIVE: frozenset[JobState] = frozenset(set(JobState) - FINISHED - {S.FAILED})
 
 
 def allowed(kind: JobKind, old: JobState, new: JobState) -> bool:

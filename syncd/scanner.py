@@ -19,6 +19,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import structlog
@@ -40,6 +41,14 @@ class ScanEntry:
     stat: FileStat
 
 
+class RootState(StrEnum):
+    OK = "ok"
+    MISSING = "missing"
+    UNREADABLE = "unreadable"
+    NOT_A_DIRECTORY = "not a directory"
+    OTHER_DEVICE = "other device"
+
+
 @dataclass(frozen=True, slots=True)
 class RootHealth:
     """Whether a root can be trusted; ``dev`` is its device when it could be stat'ed."""
@@ -47,6 +56,12 @@ class RootHealth:
     ok: bool
     reason: str | None = None
     dev: int | None = None
+    state: RootState = RootState.OK
+
+    @property
+    def absent(self) -> bool:
+        """Missing, unreadable or not a folder: nothing in it can be looked at."""
+        return self.state in (RootState.MISSING, RootState.UNREADABLE, RootState.NOT_A_DIRECTORY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,17 +218,26 @@ def root_health(root: Path, *, expected_dev: int | None) -> RootHealth:
     try:
         st = Path(root).stat()
     except (FileNotFoundError, NotADirectoryError):
-        return RootHealth(ok=False, reason="missing")
+        return RootHealth(ok=False, reason="missing", state=RootState.MISSING)
     except OSError as exc:
-        return RootHealth(ok=False, reason=f"unreadable: {exc.strerror or exc}")
+        return RootHealth(
+            ok=False, reason=f"unreadable: {exc.strerror or exc}", state=RootState.UNREADABLE
+        )
     if not stat.S_ISDIR(st.st_mode):
-        return RootHealth(ok=False, reason="not a directory", dev=st.st_dev)
+        return RootHealth(
+            ok=False, reason="not a directory", dev=st.st_dev, state=RootState.NOT_A_DIRECTORY
+        )
     try:
         with os.scandir(root) as it:
             next(it, None)
     except OSError as exc:
-        return RootHealth(ok=False, reason=f"unreadable: {exc.strerror or exc}", dev=st.st_dev)
+        return RootHealth(
+            ok=False,
+            reason=f"unreadable: {exc.strerror or exc}",
+            dev=st.st_dev,
+            state=RootState.UNREADABLE,
+        )
     if expected_dev is not None and st.st_dev != expected_dev:
         reason = f"on another device than before ({st.st_dev}, expected {expected_dev})"
-        return RootHealth(ok=False, reason=reason, dev=st.st_dev)
+        return RootHealth(ok=False, reason=reason, dev=st.st_dev, state=RootState.OTHER_DEVICE)
     return RootHealth(ok=True, dev=st.st_dev)

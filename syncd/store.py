@@ -19,6 +19,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields as dataclass_fields
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from syncd.errors import (
 )
 from syncd.model import (
     CLAIMABLE,
+    IN_FLIGHT,
     INITIAL,
     RECOVERY,
     FileStat,
@@ -46,6 +49,12 @@ from syncd.model import (
 from syncd.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 BUSY_TIMEOUT_MS = 15_000
+#: A file job whose path another file job is hashing waits: one look at a path at a time.
+_PATH_BUSY = (
+    "(kind = 'file' AND EXISTS (SELECT 1 FROM jobs AS other WHERE other.kind = 'file'"
+    " AND other.state = 'hashing' AND other.folder = jobs.folder"
+    " AND other.relpath = jobs.relpath))"
+)
 Row = dict[str, Any]
 Conn = sqlite3.Connection
 
@@ -271,8 +280,11 @@ class Store:
             raise StaleAttempt(
                 f"{job.kind} job {job.id} attempt {job.attempt} is no longer {job.state}"
             )
-        attempt = values.get("attempt", job.attempt)
-        return Job(**{**_job_fields(job), "state": to, "attempt": attempt, "updated_at": now})
+        moved = {k: v for k, v in fields.items() if k in _JOB_FIELDS and k != "detail"}
+        detail = fields.get("detail", job.detail)
+        if isinstance(detail, str):
+            detail = json.loads(detail)
+        return replace(job, **moved, state=to, updated_at=now, detail=detail)
 
     def transition(self, job: Job, to: JobState, **fields: Any) -> Job:
         """Move one job in a transaction of its own."""
@@ -326,23 +338,18 @@ class Store:
         with self.write() as conn:
             jobs = self.jobs_where(
                 conn,
-                f"({pairs}) AND not_before <= ? ORDER BY not_before, id LIMIT 1",
+                f"({pairs}) AND not_before <= ? AND NOT {_PATH_BUSY}"
+                " ORDER BY not_before, id LIMIT 1",
                 [*params, now],
             )
             if not jobs:
                 return None
             job = jobs[0]
-            to = {
-                JobKind.FILE: JobState.HASHING,
-                JobKind.UPLOAD: JobState.UPLOADING,
-                JobKind.DELETE: JobState.DELETING,
-            }[job.kind]
             fields: dict[str, Any] = {"attempt": job.attempt + 1}
             if job.kind is JobKind.UPLOAD:
                 # The intent: from here a POST may go out; a later attempt reconciles first.
                 fields["intent_at"] = job.intent_at or now
-            claimed = self.move(conn, job, to, **fields)
-        return Job(**{**_job_fields(claimed), "intent_at": fields.get("intent_at", job.intent_at)})
+            return self.move(conn, job, IN_FLIGHT[job.kind], **fields)
 
     def next_due(self, kinds: Sequence[JobKind]) -> float | None:
         """When the earliest claimable job of these kinds becomes due."""
@@ -405,6 +412,10 @@ class Store:
         )
         return next((row_to_file(r) for r in rows if r["dev"] in (0, stat.dev)), None)
 
+    def tracks_several(self, folder: str) -> bool:
+        """Whether two or more files of this folder are tracked (cheap at any size)."""
+        return bool(self.query("SELECT 1 FROM files WHERE folder = ? LIMIT 1 OFFSET 1", (folder,)))
+
     def tracked_count(self, folder: str) -> int:
         return int(
             self.query("SELECT count(*) AS n FROM files WHERE folder = ?", (folder,))[0]["n"]
@@ -432,5 +443,4 @@ class Store:
             self.db(conn).table("folders").upsert({"key": key, **fields}, pk="key")
 
 
-def _job_fields(job: Job) -> dict[str, Any]:
-    return {f: getattr(job, f) for f in Job.__dataclass_fields__}
+_JOB_FIELDS = frozenset(f.name for f in dataclass_fields(Job))

@@ -28,7 +28,6 @@ from syncd.tags import asset_name, folder_tags
 
 log = structlog.get_logger(__name__)
 
-READ_LIMIT = 512 * 1024 * 1024
 OUTSIDE_LINK = "symlink to a file outside the hot folder: not followed"
 
 
@@ -166,6 +165,12 @@ class UploadWorkflow:
         if asset["asset_id"]:
             ctx.ledger.store.transition(job, JobState.DONE, reason="already uploaded")
             return
+        if adopted := ctx.ledger.upload_from_index(job):
+            log.info("upload.adopt", asset_id=adopted, name=asset["name"], via="library index")
+            return
+        if not self._configured_copy(job):
+            ctx.ledger.upload_cancelled(job, "folder no longer configured")
+            return
         source = self._read_source(job, asset["sha256"])
         if source is None:
             return
@@ -183,6 +188,12 @@ class UploadWorkflow:
             tags.append(identity_tag(asset["sha256"]))
         self._send(job, folder, relpath, asset, prepared=prepared, tags=tags)
 
+    def _configured_copy(self, job: Job) -> bool:
+        """Whether a file of this asset still sits in a folder of the current config."""
+        assert job.asset_key is not None
+        rows = self.ctx.ledger.files_for_asset(job.asset_key, limit=100)
+        return not rows or any(row["folder"] in self.ctx.folders for row in rows)
+
     def _read_source(self, job: Job, sha: str) -> tuple[FolderConfig, str, bytes] | None:
         """The bytes of a tracked copy whose hash still matches; stale copies are re-queued."""
         ctx = self.ctx
@@ -193,7 +204,7 @@ class UploadWorkflow:
                 continue
             try:
                 data = hashing.read_bytes_checked(
-                    folder.path / row["relpath"], sha, limit=READ_LIMIT
+                    folder.path / row["relpath"], sha, limit=imaging.MAX_SOURCE_BYTES
                 )
             except (OSError, FileProblem):
                 ctx.ledger.enqueue_paths(folder.key, [row["relpath"]])
@@ -218,7 +229,7 @@ class UploadWorkflow:
         started = ctx.clock()
         try:
             remote = None
-            if job.attempt > 1:
+            if ctx.ledger.posted_before(job):
                 remote = self._reconcile(job, name, tags, len(prepared.data))
             adopted = remote is not None
             if remote is None:

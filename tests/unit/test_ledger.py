@@ -195,3 +195,82 @@ def test_a_newly_excluded_file_is_forgotten_without_deleting_its_asset(ledger: L
     assert ledger.store.get_file(ROOT, "a.jpg") is None
     assert states(ledger, JobKind.DELETE) == []
     assert ledger.asset_by_sha(SHA_A)[0]["asset_id"] == "asset-1"
+
+
+def test_an_index_entry_is_adopted_once_and_then_forgotten(ledger: Ledger) -> None:
+    """A file matching the library index takes its asset_id; a later return re-uploads."""
+    ledger.remember_remote([(f"sha256:{SHA_A[:32]}", ("t",), "remote-1")])
+    result = link(ledger, "a.jpg", SHA_A)
+    assert (result.queued_upload, result.asset_id) == (False, "remote-1")
+    assert ledger.store.query("SELECT * FROM remote_index") == []
+    gone(ledger, "a.jpg")
+    ledger.delete_done(claim(ledger, JobKind.DELETE, later=60))
+    assert link(ledger, "a.jpg", SHA_A, inode=5).queued_upload
+
+
+def test_an_upload_found_in_the_index_ends_without_a_post(ledger: Ledger) -> None:
+    """An upload job whose asset the index learned of meanwhile is adopted, not sent."""
+    link(ledger, "a.jpg", SHA_A)
+    ledger.remember_remote([(f"sha256:{SHA_A[:32]}", ("t",), "remote-2")])
+    assert ledger.upload_from_index(claim(ledger, JobKind.UPLOAD)) == "remote-2"
+    assert states(ledger, JobKind.UPLOAD) == ["done"]
+
+
+def test_a_post_sent_by_a_cancelled_job_makes_the_next_one_reconcile(ledger: Ledger) -> None:
+    """Intent outlives a cancelled upload: the next upload of that asset looks first."""
+    link(ledger, "a.jpg", SHA_A)
+    first = claim(ledger, JobKind.UPLOAD)
+    assert not ledger.posted_before(first)
+    ledger.retry_later(first, 0, "OutcomeUnknown")
+    gone(ledger, "a.jpg")
+    assert states(ledger, JobKind.UPLOAD) == ["cancelled"]
+    link(ledger, "a.jpg", SHA_A, inode=2)
+    second = claim(ledger, JobKind.UPLOAD)
+    assert second.attempt == 1 and ledger.posted_before(second)
+
+
+def test_an_upload_cancel_that_lost_a_race_requeues_instead(ledger: Ledger) -> None:
+    """If a file linked since the worker looked, cancelling becomes a re-queue."""
+    link(ledger, "a.jpg", SHA_A)
+    job = claim(ledger, JobKind.UPLOAD)
+    assert ledger.upload_cancelled(job, "no file needs this asset now") is False
+    assert states(ledger, JobKind.UPLOAD) == ["pending"]
+
+
+def test_a_delete_is_cancelled_only_while_the_asset_is_used(ledger: Ledger) -> None:
+    """The in-use check and the cancel are one transaction."""
+    link(ledger, "a.jpg", SHA_A)
+    upload(ledger, "asset-1")
+    gone(ledger, "a.jpg")
+    job = claim(ledger, JobKind.DELETE, later=60)
+    assert ledger.delete_cancelled_if_used(job) is False
+    assert states(ledger, JobKind.DELETE) == ["deleting"]
+
+
+def test_approve_accepts_guarded_roots_only(ledger: Ledger) -> None:
+    """A root missing right now is never approved: its guard stays on for when it returns."""
+    ledger.store.set_folder("/missing", health="unavailable", reason="missing")
+    ledger.store.set_folder(ROOT, health="guarded", reason="root is empty")
+    assert ledger.approve_deletes() == (0, [ROOT])
+    assert (ledger.store.folder_row("/missing") or {})["approved"] == 0
+    assert (ledger.store.folder_row(ROOT) or {})["approved"] == 1
+
+
+def test_a_path_being_hashed_is_not_claimed_twice(ledger: Ledger) -> None:
+    """A second file job for a path waits until the first one has finished with it."""
+    ledger.enqueue_paths(ROOT, ["a.jpg"])
+    first = claim(ledger, JobKind.FILE, later=5)
+    ledger.enqueue_paths(ROOT, ["a.jpg"])
+    assert ledger.store.claim([JobKind.FILE], now=ledger.store.clock() + 5) is None
+    ledger.file_linked(first, stat(), SHA_A, ("t",), "a")
+    assert claim(ledger, JobKind.FILE, later=5).relpath == "a.jpg"
+
+
+def test_prune_keeps_the_history_reconciliation_needs(ledger: Ledger) -> None:
+    """Old finished jobs go, except a cancelled upload that may have sent a POST."""
+    link(ledger, "a.jpg", SHA_A)
+    ledger.retry_later(claim(ledger, JobKind.UPLOAD), 0, "OutcomeUnknown")
+    gone(ledger, "a.jpg")
+    removed = ledger.prune(before=ledger.store.clock() + 1)
+    left = ledger.store.query("SELECT kind, state FROM jobs")
+    assert removed == 2 and left == [{"kind": "upload", "state": "cancelled"}]
