@@ -1,6 +1,7 @@
 """The command line: parse, call the library, render. Nothing else lives here.
 
-Exit codes: 0 done; 1 jobs failed (``sync``) or a check failed; 2 bad config or usage;
+Exit codes: 0 done; 1 jobs failed (``sync``), a check failed, or a daemon thread died
+(``run``: systemd's ``Restart=on-failure`` then starts it again); 2 bad config or usage;
 3 the state database cannot be used (locked by another syncd, corrupt, foreign).
 """
 
@@ -71,6 +72,7 @@ def run(config_path: Path | None) -> None:
     """Run the daemon in the foreground (systemd Type=notify ready); stop with SIGTERM."""
     with _errors(), _daemon(config_path) as daemon:
         daemon.run_forever()
+        sys.exit(EXIT_FAILED if daemon.failed else 0)
 
 
 @main.command()
@@ -125,7 +127,7 @@ def _progress() -> Iterator[Callable[[int, int], None] | None]:
 @click.argument("paths", nargs=-1)
 def retry(config_path: Path | None, paths: tuple[str, ...]) -> None:
     """Re-queue failed jobs (all, or those of the given paths)."""
-    with _errors(), _ledger(config_path) as ledger:
+    with _errors(), _ledger(load_config(config_path)) as ledger:
         count = ledger.retry_failed(paths)
         click.echo(f"re-queued {count} failed job(s)")
 
@@ -135,7 +137,7 @@ def retry(config_path: Path | None, paths: tuple[str, ...]) -> None:
 @click.option("--folder", default=None, help="Only this hot folder (its path).")
 def approve_deletes(config_path: Path | None, folder: str | None) -> None:
     """Let held deletions go (and accept an empty root or a new device for held folders)."""
-    with _errors(), _ledger(config_path) as ledger:
+    with _errors(), _ledger(load_config(config_path)) as ledger:
         key = str(Path(folder).expanduser().resolve()) if folder else None
         count, accepted = ledger.approve_deletes(key)
         click.echo(f"approved {count} held deletion(s)")
@@ -155,11 +157,16 @@ def verify(config_path: Path | None, repair: bool, as_json: bool) -> None:
     from syncd.config import require_api_key
     from syncd.verify import verify as compare
 
-    with _errors(), _ledger(config_path) as ledger:
+    with _errors():
         config = load_config(config_path)
-        with AssetsClient(
-            config.api.base_url, require_api_key(config).reveal, timeout=config.api.timeout_seconds
-        ) as client:
+        with (
+            _ledger(config) as ledger,
+            AssetsClient(
+                config.api.base_url,
+                require_api_key(config).reveal,
+                timeout=config.api.timeout_seconds,
+            ) as client,
+        ):
             result = compare(ledger, client, repair=repair)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
@@ -247,11 +254,10 @@ def demo(keep: bool, seconds: float | None) -> None:
 
 
 @contextmanager
-def _ledger(config_path: Path | None) -> Iterator[Any]:
+def _ledger(config: Config) -> Iterator[Any]:
     from syncd.ledger import Ledger
     from syncd.store import Store
 
-    config = load_config(config_path)
     store = Store.open(config.state.path, lock=False)
     try:
         yield Ledger(store, {f.key: f for f in config.folders})

@@ -9,14 +9,15 @@ Threads (a fixed set, never one per file):
 * the main thread: folder health, periodic rescans, the key probe, sd_notify.
 
 Signal handlers only set a flag. On stop, workers finish their current job if they can
-within the deadline; anything cut off is an in-flight job the next start recovers.
+within the deadline; anything cut off is an in-flight job the next start recovers. A
+thread that dies of an unexpected error is logged and stops the daemon with ``failed``
+set, so ``syncd run`` exits 1 and systemd restarts it, rather than running on without it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import random
 import threading
 import time
@@ -31,7 +32,7 @@ from syncd.config import Config, FolderConfig, require_api_key
 from syncd.context import Context
 from syncd.deletions import DeleteWorkflow
 from syncd.errors import ApiError, AuthError, PermanentError, StaleAttempt, StoreError
-from syncd.intake import Intake
+from syncd.intake import Intake, ScanRequests
 from syncd.ledger import Ledger
 from syncd.model import Job, JobKind, Workflow
 from syncd.notify import Notifier
@@ -83,9 +84,11 @@ class Daemon:
         self.rules = {f.key: Rules(f.include, f.exclude) for f in config.folders}
         self._client = client
         self.stopping = threading.Event()
+        #: Set when a thread died of an unexpected error; the daemon then stops.
+        self.failed = False
         self.indexed = threading.Event()
         self.wake = threading.Condition()
-        self.scan_requests: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.scan_requests = ScanRequests()
         self.threads: list[threading.Thread] = []
         self.store: Store | None = None
         self.ctx: Context | None = None
@@ -144,9 +147,22 @@ class Daemon:
             self._spawn(f"syncd-api-{i}", lambda: self._work_loop(API_KINDS))
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread = threading.Thread(target=self._guarded, args=(name, target), name=name, daemon=True)
         thread.start()
         self.threads.append(thread)
+
+    def _guarded(self, name: str, target: Callable[[], None]) -> None:
+        """Run a thread's loop; if it dies, say so (redacted, as every log) and stop.
+
+        Left alone, a dead recorder or scanner would go unnoticed while files pile up.
+        """
+        try:
+            target()
+        except Exception:
+            log.exception("thread.crashed", thread=name)
+            self.failed = True
+            self.request_stop()
+            self._notify_all()
 
     def request_stop(self) -> None:
         """Safe from a signal handler: only sets a flag."""
@@ -167,16 +183,16 @@ class Daemon:
             self._client.close()
         if self.store is not None:
             self.store.close()
-        log.info("daemon.stopped", unfinished=[t.name for t in self.threads if t.is_alive()])
+        unfinished = [t.name for t in self.threads if t.is_alive()]
+        log.info("daemon.stopped", unfinished=unfinished, failed=self.failed)
 
     # -- the loops ------------------------------------------------------------------
 
     def run_forever(self) -> None:
         """The daemon: watch, scan, work, until asked to stop."""
         self.start_threads()
-        for folder in self.config.folders:
-            self.intake.ensure_watcher(folder)
-        self.notifier.ready(self.status_line())
+        self._maintain()  # starts the watchers
+        self.notifier.ready(self._status_text())
         log.info("daemon.ready", folders=list(self.folders))
         last_beat = 0.0
         beat = min(self.timers.heartbeat, self.notifier.watchdog_interval() or float("inf"))
@@ -194,6 +210,8 @@ class Daemon:
                 self._periodic_rescan(folder)
                 self._scan_if_approved(folder)
             self._probe_key()
+        except StoreError as exc:
+            log.warning("daemon.maintain_failed", error=str(exc))
         except Exception:
             log.exception("daemon.maintain_failed")
 
@@ -201,7 +219,7 @@ class Daemon:
         healthy = all(t.is_alive() for t in self.threads)
         if healthy:
             self.notifier.watchdog()
-        self.notifier.status(self.status_line())
+        self.notifier.status(self._status_text())
         with contextlib.suppress(StoreError):
             assert self.store is not None
             self.store.set_meta("heartbeat", f"{self.clock():.3f} {os.getpid()}")
@@ -219,58 +237,69 @@ class Daemon:
             text += "; PAUSED: the API key is not accepted"
         return text
 
+    def _status_text(self) -> str:
+        """The status line, or why there is none: an unreadable store is asked again later."""
+        try:
+            return self.status_line()
+        except StoreError as exc:
+            log.warning("status.unavailable", error=str(exc))
+            return f"state database unavailable: {exc}"
+
     @property
     def watchers(self) -> dict[str, FolderWatcher]:
         return self.intake.watchers
 
     def request_scan(self, folder: str, prefix: str = "") -> None:
-        self.scan_requests.put((folder, prefix))
+        self.scan_requests.put(folder, prefix)
 
     def _index_then_scan(self) -> None:
         """A new database first learns what the library holds; uploads wait for that."""
-        assert self.store is not None and self.ctx is not None
         while not self.indexed.is_set() and not self.stopping.is_set():
-            if self.store.get_meta("library_indexed") is not None:
-                self.indexed.set()
+            wait = self._index_once()
+            if wait is None:
                 break
-            try:
-                count = index_library(self.ctx.ledger, self.ctx.client)
-            except AuthError as exc:
-                self.ctx.breaker.auth_rejected(self.clock(), str(exc))
-                self.stopping.wait(self.timers.key_probe)
-                continue
-            except PermanentError as exc:
-                # The list itself is refused: uploads go on; a lost database is the only
-                # case where that could send something twice.
-                log.exception("library.index_refused", error=str(exc))
-                break
-            except (ApiError, StoreError) as exc:
-                log.warning("library.index_failed", error=str(exc))
-                self.stopping.wait(self.timers.key_probe)
-                continue
-            except Exception:
-                log.exception("library.index_crashed")
-                self.stopping.wait(self.timers.key_probe)
-                continue
-            log.info("library.indexed", assets=count)
-            self.indexed.set()
+            self.stopping.wait(wait)
         self.indexed.set()
         self._scan_loop()
 
+    def _index_once(self) -> float | None:
+        """Index the library unless done before; None when finished, else seconds to wait."""
+        assert self.store is not None and self.ctx is not None
+        try:
+            if self.store.get_meta("library_indexed") is None:
+                count = index_library(self.ctx.ledger, self.ctx.client)
+                log.info("library.indexed", assets=count)
+        except AuthError as exc:
+            self.ctx.breaker.auth_rejected(self.clock(), str(exc))
+            return self.timers.key_probe
+        except PermanentError as exc:
+            # The list itself is refused: uploads go on; a lost database is the only
+            # case where that could send something twice.
+            log.exception("library.index_refused", error=str(exc))
+        except StoreError as exc:
+            log.warning("library.index_failed", error=str(exc))
+            return STORE_RETRY_SECONDS
+        except ApiError as exc:
+            log.warning("library.index_failed", error=str(exc))
+            return self.timers.key_probe
+        except Exception:
+            log.exception("library.index_crashed")
+            return self.timers.key_probe
+        return None
+
     def _scan_loop(self) -> None:
         while not self.stopping.is_set():
-            try:
-                key, prefix = self.scan_requests.get(timeout=0.2)
-            except queue.Empty:
+            request = self.scan_requests.get(timeout=0.2)
+            if request is None or request[0] not in self.folders:
                 continue
-            folder = self.folders.get(key)
-            if folder is None:
-                continue
+            key, prefix = request
+            folder = self.folders[key]
             self._scanning.set()
             try:
-                self.sweeper.scan(folder, prefix)
                 if not prefix:
+                    # Before, not after: an overflow during the scan must ask for another.
                     self.intake.scanned(key)
+                self.sweeper.scan(folder, prefix)
                 if not prefix:
                     self._last_scan[key] = time.monotonic()
             except StoreError as exc:
@@ -426,24 +455,33 @@ class Daemon:
     def sync_once(
         self, *, max_wait: float = 600.0, progress: Callable[[int, int], None] | None = None
     ) -> int:
-        """Scan every folder, work until nothing is due, exit code 0 or 1 (failures)."""
+        """Scan every folder, work until nothing is due, exit code 0 or 1 (failures).
+
+        A stop request (SIGTERM, Ctrl-C) ends the wait at once; what is left stays queued.
+        """
         assert self.ctx is not None
         for folder in self.config.folders:
-            self.sweeper.scan(folder)
+            if not self.stopping.is_set():
+                self.sweeper.scan(folder)
         self.start_threads(watch=False)
-        deadline = time.monotonic() + max_wait
+        self._work_until_done(time.monotonic() + max_wait, progress)
+        failed = len(self.ctx.ledger.failures(limit=1))
+        left = self.ctx.ledger.outstanding()
+        if left:
+            log.warning("sync.unfinished", jobs=left, stopped=self.stopping.is_set())
+        return 1 if failed or left or self.failed else 0
+
+    def _work_until_done(
+        self, deadline: float, progress: Callable[[int, int], None] | None
+    ) -> None:
+        assert self.ctx is not None
         total = max(1, self.ctx.ledger.outstanding())
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.stopping.is_set():
             left = self.ctx.ledger.outstanding()
             total = max(total, left)
             if progress:
                 progress(total - left, total)
-            if left == 0 and self.busy == 0 and self.scan_requests.empty():
-                break
+            if left == 0 and self.busy == 0 and not len(self.scan_requests):
+                return
             self._probe_key()
-            time.sleep(0.1)
-        failed = len(self.ctx.ledger.failures(limit=1))
-        left = self.ctx.ledger.outstanding()
-        if left:
-            log.warning("sync.unfinished", jobs=left)
-        return 1 if failed or left else 0
+            self.stopping.wait(0.1)

@@ -7,6 +7,7 @@ change: each one asks for a scan, and the scan is the truth.
 
 Watchers are started, replaced and retired only by the daemon's main loop
 (:meth:`Intake.ensure_watcher`); the recorder thread merely notes a root that went away.
+The scans all this asks for wait in :class:`ScanRequests`, each at most once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,46 @@ log = structlog.get_logger(__name__)
 
 EVENT_QUEUE_SIZE = 20_000
 BATCH = 1000
+
+
+class ScanRequests:
+    """Scans asked for and not yet started, each (folder, prefix) queued once.
+
+    A burst of folder events would otherwise queue a prefix scan per event. A full scan
+    covers every prefix scan of its folder, so none is queued beside it, and one already
+    queued is dropped when it comes up. A request is forgotten as its scan starts: a
+    change during the scan may ask for the same scan again, and must get it.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._pending: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def put(self, folder: str, prefix: str = "") -> bool:
+        """Queue a scan unless it (or a full scan of the folder) already waits."""
+        with self._lock:
+            if (folder, "") in self._pending or (folder, prefix) in self._pending:
+                return False
+            self._pending.add((folder, prefix))
+        self._queue.put((folder, prefix))
+        return True
+
+    def get(self, timeout: float) -> tuple[str, str] | None:
+        """The next scan to run, or None if none came within ``timeout`` seconds."""
+        while True:
+            try:
+                folder, prefix = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            with self._lock:
+                self._pending.discard((folder, prefix))
+                if not prefix or (folder, "") not in self._pending:
+                    return folder, prefix
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
 
 
 class Intake:
@@ -147,9 +188,10 @@ class Intake:
         if watcher.start() is False:
             return
         self.watchers[folder.key] = watcher
-        self.ledger.store.set_folder(folder.key, watch_mode=watcher.mode)
         log.info("watcher.started", folder=folder.key, mode=watcher.mode)
+        # Asked for before the store is written: a failed write must not lose the scan.
         self.request_scan(folder.key, "")
+        self.ledger.store.set_folder(folder.key, watch_mode=watcher.mode)
 
     def stop_all(self) -> None:
         for key in list(self.watchers):
@@ -165,7 +207,12 @@ class Intake:
         """Heard on the recorder thread; the main loop retires the watcher."""
         with self._lock:
             self._gone_roots.add(key)
-        self._mark_unavailable(key, "root disappeared (unmounted?); holding")
+        try:
+            self._mark_unavailable(key, "root disappeared (unmounted?); holding")
+        except StoreError as exc:
+            # Not fatal to the recorder: retiring the watcher, the main loop finds the root
+            # missing and marks it, pass after pass until the store takes the write.
+            log.warning("folder.not_marked", folder=key, error=str(exc))
 
     def _mark_unavailable(self, key: str, reason: str) -> None:
         store = self.ledger.store

@@ -14,10 +14,11 @@ gone than the folder's ``max_deletes`` queues them with their deletions held.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -25,10 +26,14 @@ from syncd import plan, scanner
 from syncd.config import FolderConfig
 from syncd.context import Context
 from syncd.model import FileStat
+from syncd.tags import Rules
 
 log = structlog.get_logger(__name__)
 
 BATCH = 500
+
+#: A file the walk found: its relpath in the folder, and its stat.
+Entry = tuple[str, FileStat]
 
 
 @dataclass
@@ -51,8 +56,7 @@ class Sweeper:
         self.ctx = ctx
 
     def scan(self, folder: FolderConfig, prefix: str = "") -> ScanReport:
-        ctx = self.ctx
-        store = ctx.ledger.store
+        store = self.ctx.ledger.store
         report = ScanReport(folder.key, prefix)
         row = store.folder_row(folder.key) or {}
         health = scanner.root_health(folder.path, expected_dev=row.get("dev"))
@@ -61,48 +65,15 @@ class Sweeper:
             report.skipped = health.reason
             log.warning("scan.skipped", folder=folder.key, reason=health.reason)
             return report
-        report.guard = ctx.root_problem(folder)
-        rules = ctx.rules[folder.key]
-        if prefix and (rules.ignores_dir(prefix) or not _real_folder(folder.path, prefix)):
-            seen: Iterator[tuple[str, FileStat]] = iter(())
-            walk = None
-        else:
-            walk = scanner.walk(
-                folder.path / prefix if prefix else folder.path,
-                rules,
-                on_skip=lambda p, why: log.info("scan.skip", path=p, reason=why),
-            )
-            seen = ((f"{prefix}/{e.relpath}" if prefix else e.relpath, e.stat) for e in walk)
-
-        def unreadable(relpath: str) -> bool:
-            if walk is None:
-                return False
-            rel = relpath[len(prefix) + 1 :] if prefix else relpath
-            return rel in walk.unreadable_files or any(
-                rel.startswith(d + "/") for d in walk.unreadable_dirs
-            )
-
-        diffs = plan.diff(
-            seen,
-            store.iter_tracked(folder.key, prefix),
-            unreadable=unreadable,
-        )
-        self._queue(folder, diffs, report)
+        report.guard = self.ctx.root_problem(folder)
+        walk = _walk(folder, prefix, self.ctx.rules[folder.key])
+        found, seen = _peek(_entries(walk, prefix))
+        tracked = store.iter_tracked(folder.key, prefix)
+        self._queue(folder, plan.diff(seen, tracked, unreadable=_unseen(walk, prefix)), report)
         if walk is not None:
             report.unreadable_dirs = list(walk.unreadable_dirs)
-        if report.guard is None:
-            # An approval covers this root until it holds files again.
-            approved = int(bool(row.get("approved")) and scanner.is_empty(folder.path, rules))
-            store.set_folder(
-                folder.key,
-                dev=health.dev,
-                health="ok",
-                reason=None,
-                approved=approved,
-                last_scan=ctx.clock(),
-            )
-        else:
-            store.set_folder(folder.key, health="guarded", reason=report.guard)
+        # A full scan has just walked the whole root: whether it is empty is known.
+        self._record(folder, row, health, report, empty=None if prefix else not found)
         log.info(
             "scan.done",
             folder=folder.key,
@@ -115,6 +86,33 @@ class Sweeper:
             unreadable=len(report.unreadable_dirs),
         )
         return report
+
+    def _record(
+        self,
+        folder: FolderConfig,
+        row: dict[str, Any],
+        health: scanner.RootHealth,
+        report: ScanReport,
+        *,
+        empty: bool | None,
+    ) -> None:
+        """The folder's health after the scan; ``empty`` None when the root was not walked."""
+        store = self.ctx.ledger.store
+        if report.guard is not None:
+            store.set_folder(folder.key, health="guarded", reason=report.guard)
+            return
+        # An approval covers this root until it holds files again.
+        approved = bool(row.get("approved"))
+        if approved and empty is None:
+            empty = scanner.is_empty(folder.path, self.ctx.rules[folder.key])
+        store.set_folder(
+            folder.key,
+            dev=health.dev,
+            health="ok",
+            reason=None,
+            approved=int(approved and bool(empty)),
+            last_scan=self.ctx.clock(),
+        )
 
     def _queue(
         self, folder: FolderConfig, diffs: Iterator[plan.Difference], report: ScanReport
@@ -145,6 +143,50 @@ class Sweeper:
                 gone.clear()
         if gone:
             ledger.enqueue_paths(folder.key, gone, hold=hold)
+
+
+def _walk(folder: FolderConfig, prefix: str, rules: Rules) -> scanner.Scan | None:
+    """The walk of the folder (or of ``prefix`` in it); None when there is none to walk."""
+    if prefix and (rules.ignores_dir(prefix) or not _real_folder(folder.path, prefix)):
+        return None
+    return scanner.walk(
+        folder.path / prefix if prefix else folder.path,
+        rules,
+        on_skip=lambda p, why: log.info("scan.skip", path=p, reason=why),
+    )
+
+
+def _entries(walk: scanner.Scan | None, prefix: str) -> Iterator[Entry]:
+    """What the walk finds, relpaths made relative to the folder, in relpath order."""
+    if walk is None:
+        return iter(())
+    return ((f"{prefix}/{e.relpath}" if prefix else e.relpath, e.stat) for e in walk)
+
+
+def _peek(items: Iterator[Entry]) -> tuple[bool, Iterator[Entry]]:
+    """Whether there is any entry, and all of them still to come."""
+    first = next(items, None)
+    if first is None:
+        return False, iter(())
+    return True, chain([first], items)
+
+
+def _unseen(walk: scanner.Scan | None, prefix: str) -> Callable[[str], bool]:
+    """Whether a tracked path lies where the walk could not look: unknown, not gone.
+
+    The walk names its own top ``""`` when it cannot list it; that hides every path.
+    """
+
+    def unseen(relpath: str) -> bool:
+        if walk is None:
+            return False
+        dirs = walk.unreadable_dirs
+        rel = relpath[len(prefix) + 1 :] if prefix else relpath
+        return (
+            "" in dirs or rel in walk.unreadable_files or any(rel.startswith(d + "/") for d in dirs)
+        )
+
+    return unseen
 
 
 def _real_folder(root: Path, prefix: str) -> bool:

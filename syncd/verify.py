@@ -6,6 +6,11 @@ the web app), what is there twice (should never happen), and which of our assets
 does not know (a state database that was lost or replaced). ``repair`` re-queues uploads
 for the missing ones; nothing is ever deleted by a verification.
 
+The listing is only a first look: offset paging skips an asset when an earlier one is
+deleted meanwhile, and an upload that lands after the listing is not in it. So an asset
+is called missing only once asking for it by id says 404; re-uploading one that exists
+would put it in the library twice.
+
 A new state database (a first start, or one that replaced a lost or corrupt one) first
 indexes the library (:func:`index_library`), so files whose (content, tags) is already
 there are linked to those assets instead of being uploaded a second time.
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from syncd.api import AssetsClient
+from syncd.errors import NotFound
 from syncd.ledger import Ledger
 from syncd.model import RemoteAsset, asset_key
 
@@ -77,24 +83,34 @@ def verify(ledger: Ledger, client: AssetsClient, *, repair: bool = False) -> Ver
         key = remote_key(asset)
         if key is not None:
             remote[key].append(asset.asset_id)
+    # Read-only; a ledger method would be the better home for this query.
     local = {
         short_key(row["key"]): row
         for row in ledger.store.query("SELECT * FROM assets WHERE asset_id IS NOT NULL")
     }
     result.checked_local = len(local)
     for key, row in local.items():
-        ids = remote.get(key, [])
-        if row["asset_id"] not in ids:
-            result.missing.append(row["asset_id"])
-            if repair and ledger.refcount(row["key"]):
-                ledger.reupload(row["key"])
-                result.requeued += 1
+        if row["asset_id"] in remote.get(key, []) or not _gone(client, row["asset_id"]):
+            continue
+        result.missing.append(row["asset_id"])
+        if repair and ledger.refcount(row["key"]):
+            ledger.reupload(row["key"])
+            result.requeued += 1
     for key, ids in remote.items():
         if len(ids) > 1:
             result.duplicates[key] = ids
         if key not in local:
             result.unknown.extend(ids)
     return result
+
+
+def _gone(client: AssetsClient, asset_id: str) -> bool:
+    """Whether the library really lacks an asset the listing did not show."""
+    try:
+        client.get(asset_id)
+    except NotFound:
+        return True
+    return False
 
 
 def _ours(client: AssetsClient) -> Iterator[tuple[str, tuple[str, ...], str]]:

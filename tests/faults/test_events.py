@@ -9,6 +9,8 @@ test reaches behind its back only to break the watcher the way the kernel or a b
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ import pytest
 import structlog
 
 from syncd.emulator import EmulatorServer
+from syncd.model import EventKind, FsEvent
+from syncd.sweep import ScanReport
 from tests.faults.conftest import DELETES, POSTS, FaultReport, converge, finish, sha
 from tests.running import Running
 from tests.support import image_bytes, wait_until, write_image
@@ -70,6 +74,57 @@ def test_inotify_overflow_rescan_finds_changes_no_event_reported(
     assert any(e["changed"] == 2 and e["new"] == 0 for e in scans_after(logs, mark))
     assert emulator.stats()["requests"][DELETES] == 2  # the replaced contents
     finish(run, fault_report, want, "overflow: 2 unseen changes found by the rescan")
+
+
+class AlwaysFull(queue.Queue[FsEvent]):
+    """The event queue as a burst bigger than it leaves it: every put finds it full."""
+
+    def put(self, item: FsEvent, block: bool = True, timeout: float | None = None) -> None:
+        raise queue.Full
+
+
+def overflow_intake(run: Running) -> None:
+    """One event meets a full event queue (the recorder goes on with the real one)."""
+    intake = run.daemon.intake
+    real, intake.events = intake.events, AlwaysFull()
+    try:
+        intake.sink(FsEvent(run.hot.as_posix(), EventKind.MODIFIED, "burst.jpg"))
+    finally:
+        intake.events = real
+
+
+def test_events_dropped_during_the_overflow_scan_get_a_scan_of_their_own(
+    start_daemon, hot: Path, tmp_path: Path, emulator: EmulatorServer, fault_report: FaultReport
+) -> None:
+    """A second overflow while the first one's scan runs asks for another scan at once."""
+    write_image(hot / "p.jpg", 170)
+    (tmp_path / "links").mkdir()
+    os.link(hot / "p.jpg", tmp_path / "links" / "p.jpg")
+    run: Running = start_daemon()
+    run.wait_assets(1)
+    fresh = image_bytes(171)
+    scan = run.daemon.sweeper.scan
+    done = threading.Event()
+
+    def scan_then_overflow(folder: Any, prefix: str = "") -> ScanReport:
+        """The full scan ends; then a change goes unreported and the queue overflows again."""
+        report = scan(folder, prefix)
+        if not prefix and not done.is_set():
+            done.set()
+            with (tmp_path / "links" / "p.jpg").open("r+b") as fh:  # no event for the hot folder
+                fh.truncate(0)
+                fh.write(fresh)
+            overflow_intake(run)
+        return report
+
+    run.daemon.sweeper.scan = scan_then_overflow  # type: ignore[method-assign]
+    with structlog.testing.capture_logs() as logs:
+        overflow_intake(run)
+        want = {(sha(fresh), ("studio",))}
+        converge(run, want, timeout=15)
+    assert [e["event"] for e in logs].count("events.overflow") == 2
+    assert len(scans_after(logs, 0)) == 2
+    finish(run, fault_report, want, "overflow during the overflow's scan: scanned again")
 
 
 def test_dead_observer_is_replaced_and_the_folder_rescanned(

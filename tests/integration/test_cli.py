@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from syncd.emulator import EmulatorServer
+from syncd.emulator import EmulatorServer, Faults
 from tests.integration.conftest import Cli, wait_for_log
 from tests.support import config_text, wait_until, write_image
 
@@ -235,6 +235,23 @@ def test_run_with_a_bad_config_exits_2_naming_the_key(cli: Cli, make_config) -> 
     assert result.returncode == 2
     assert "folders[0].max_deletes" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sync_stops_on_sigterm_while_the_api_is_down(
+    cli: Cli, make_config, emulator: EmulatorServer, hot: Path, daemon_log: Path
+) -> None:
+    """SIGTERM while `syncd sync` waits out an API outage: exit 1 within 10 s, work kept."""
+    write_image(hot / "a.jpg", 70)
+    emulator.set_faults(Faults(down=True))
+    conf = make_config()
+    proc = cli.start("sync", "-c", conf, log=daemon_log)
+    wait_for_log(daemon_log, "scan.done")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 1
+    assert time.monotonic() - started < 10
+    assert "sync.unfinished" in daemon_log.read_text()
+    assert emulator.assets() == []
 
 
 def test_run_stops_on_sigterm_within_10_seconds(cli: Cli, make_config, daemon_log: Path) -> None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from click.testing import CliRunner
 
+from syncd.api import LIST_PATH, AssetsClient
+from syncd.cli import main
+from syncd.config import require_api_key
 from syncd.verify import verify
 from tests.running import Running
 from tests.support import wait_until, write_image
@@ -95,3 +103,68 @@ def test_the_verify_command_reports_agreement_and_difference(start_daemon, hot, 
     differ = cli("verify", "-c", conf)
     assert differ.returncode == 1
     assert "missing remotely: 1" in differ.stdout
+
+
+class ThenAfterListing(httpx.BaseTransport):
+    """The real transport; once the library listing is answered, ``then`` runs first."""
+
+    def __init__(self, then: Callable[[], None]) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.then: Callable[[], None] | None = then
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.url.path == LIST_PATH and self.then is not None:
+            response.read()
+            then, self.then = self.then, None
+            then()
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_asset_uploaded_after_the_listing_is_not_missing(start_daemon, hot: Path) -> None:
+    """An upload landing between the listing and the store read is asked for, not re-sent."""
+    run: Running = start_daemon()
+    write_image(hot / "a.jpg", 360)
+    run.wait_assets(1)
+
+    def upload_one_more() -> None:
+        write_image(hot / "late.jpg", 361)
+        run.wait_assets(2)
+
+    transport = ThenAfterListing(upload_one_more)
+    with AssetsClient(
+        run.config.api.base_url, require_api_key(run.config), transport=transport
+    ) as client:
+        assert run.daemon.ctx is not None
+        result = verify(run.daemon.ctx.ledger, client, repair=True)
+    assert (result.missing, result.requeued) == ([], 0)
+    assert result.checked_local == 2
+    wait_until(run.idle, message="idle")
+    assert len(run.assets()) == 2
+
+
+@functools.cache
+def opened_files() -> list[str]:
+    """Every file opened from the first call on (an audit hook stays for good)."""
+    opened: list[str] = []
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if event == "open" and args and isinstance(args[0], (str, os.PathLike)):
+            opened.append(os.fspath(args[0]))
+
+    sys.addaudithook(hook)
+    return opened
+
+
+def test_the_verify_command_reads_its_config_once(start_daemon, hot: Path) -> None:
+    """`syncd verify` loads (and sets up logging from) its config a single time."""
+    run: Running = start_daemon()
+    conf = str(run.config_path)
+    opened = opened_files()
+    opened.clear()
+    result = CliRunner().invoke(main, ["verify", "-c", conf, "--json"])
+    assert result.exit_code == 0, result.output
+    assert opened.count(conf) == 1
