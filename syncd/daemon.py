@@ -31,10 +31,10 @@ from syncd.breaker import Breaker
 from syncd.config import Config, FolderConfig, require_api_key
 from syncd.context import Context
 from syncd.deletions import DeleteWorkflow
-from syncd.errors import ApiError, AuthError, PermanentError, StaleAttempt, StoreError
+from syncd.errors import ApiError, AuthError, PermanentError, StoreError
 from syncd.intake import Intake, ScanRequests
 from syncd.ledger import Ledger
-from syncd.model import Job, JobKind, Workflow
+from syncd.model import JobKind, Workflow
 from syncd.notify import Notifier
 from syncd.store import Store
 from syncd.sweep import Sweeper
@@ -42,15 +42,15 @@ from syncd.tags import Rules
 from syncd.uploader import FileWorkflow, UploadWorkflow
 from syncd.verify import index_library
 from syncd.watcher import FolderWatcher
+from syncd.workers import API_KINDS, FILE_KINDS, STORE_RETRY_SECONDS, Workers
 
 log = structlog.get_logger(__name__)
 
-API_KINDS = (JobKind.UPLOAD, JobKind.DELETE)
-FILE_KINDS = (JobKind.FILE,)
 HASH_WORKERS = 2
+#: Finished jobs are kept this long (seconds) for `status` and for reconciliation.
+PRUNE_AFTER = 30 * 86400
+PRUNE_EVERY = 3600.0
 STOP_DEADLINE = 8.0
-#: How soon a scan or a job whose record failed (a full disk) is tried again.
-STORE_RETRY_SECONDS = 2.0
 
 
 @dataclass
@@ -87,7 +87,6 @@ class Daemon:
         #: Set when a thread died of an unexpected error; the daemon then stops.
         self.failed = False
         self.indexed = threading.Event()
-        self.wake = threading.Condition()
         self.scan_requests = ScanRequests()
         self.threads: list[threading.Thread] = []
         self.store: Store | None = None
@@ -96,9 +95,9 @@ class Daemon:
         self._last_scan: dict[str, float] = {}
         self._scan_retry: dict[str, float] = {}
         self._approval_scans: set[str] = set()
-        self.busy = 0
-        self._busy_lock = threading.Lock()
+        self.workers: Workers | None = None
         self._last_probe = 0.0
+        self._next_prune = 0.0
 
     # -- start and stop -------------------------------------------------------------
 
@@ -133,18 +132,25 @@ class Daemon:
             max_watches=self.max_watches,
         )
         self.sweeper = Sweeper(self.ctx)
-        self.file_flow = FileWorkflow(self.ctx)
-        self.upload_flow = UploadWorkflow(self.ctx)
-        self.delete_flow = DeleteWorkflow(self.ctx)
+        flows: dict[JobKind, Workflow] = {
+            JobKind.FILE: FileWorkflow(self.ctx),
+            JobKind.UPLOAD: UploadWorkflow(self.ctx),
+            JobKind.DELETE: DeleteWorkflow(self.ctx),
+        }
+        self.workers = Workers(
+            self.ctx, flows, stopping=self.stopping, indexed=self.indexed, clock=self.clock
+        )
 
     def start_threads(self, *, watch: bool = True) -> None:
         self._spawn("syncd-scanner", self._index_then_scan)
         if watch:
             self._spawn("syncd-recorder", lambda: self.intake.record_loop(self.stopping))
+        workers = self.workers
+        assert workers is not None, "start() builds the workers"
         for i in range(HASH_WORKERS):
-            self._spawn(f"syncd-hash-{i}", lambda: self._work_loop(FILE_KINDS))
+            self._spawn(f"syncd-hash-{i}", lambda: workers.loop(FILE_KINDS))
         for i in range(self.config.api.concurrency):
-            self._spawn(f"syncd-api-{i}", lambda: self._work_loop(API_KINDS))
+            self._spawn(f"syncd-api-{i}", lambda: workers.loop(API_KINDS))
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=self._guarded, args=(name, target), name=name, daemon=True)
@@ -210,10 +216,21 @@ class Daemon:
                 self._periodic_rescan(folder)
                 self._scan_if_approved(folder)
             self._probe_key()
+            self._prune()
         except StoreError as exc:
             log.warning("daemon.maintain_failed", error=str(exc))
         except Exception:
             log.exception("daemon.maintain_failed")
+
+    def _prune(self) -> None:
+        """Once an hour, forget finished jobs older than a month: the queue stays small."""
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + PRUNE_EVERY
+        assert self.ctx is not None
+        removed = self.ctx.ledger.prune(before=self.clock() - PRUNE_AFTER)
+        if removed:
+            log.info("queue.pruned", jobs=removed)
 
     def _heartbeat(self) -> None:
         healthy = all(t.is_alive() for t in self.threads)
@@ -244,6 +261,11 @@ class Daemon:
         except StoreError as exc:
             log.warning("status.unavailable", error=str(exc))
             return f"state database unavailable: {exc}"
+
+    @property
+    def busy(self) -> int:
+        """Jobs being worked on right now."""
+        return 0 if self.workers is None else self.workers.busy
 
     @property
     def watchers(self) -> dict[str, FolderWatcher]:
@@ -310,91 +332,14 @@ class Daemon:
                 self._scanning.clear()
             self._notify_all()
 
-    def _work_loop(self, kinds: tuple[JobKind, ...]) -> None:
-        assert self.store is not None and self.ctx is not None
-        api = kinds == API_KINDS
-        while not self.stopping.is_set():
-            if api and not self.indexed.is_set():
-                self._wait(0.2)
-                continue
-            if api and not self.ctx.breaker.allow(self.clock()):
-                self._wait(min(1.0, max(0.05, self.ctx.breaker.wait_hint(self.clock()))))
-                continue
-            try:
-                job = self.store.claim(kinds)
-            except StoreError as exc:
-                log.warning("queue.claim_failed", error=str(exc))
-                self._wait(1.0)
-                continue
-            if job is None:
-                self._wait(self._idle_wait(kinds))
-                continue
-            self._run(job)
-
-    def _run(self, job: Job) -> None:
-        flows: dict[JobKind, Workflow] = {
-            JobKind.FILE: self.file_flow,
-            JobKind.UPLOAD: self.upload_flow,
-            JobKind.DELETE: self.delete_flow,
-        }
-        with self._busy_lock:
-            self.busy += 1
-        try:
-            flows[job.kind].run(job)
-        except StaleAttempt as exc:
-            log.warning("job.stale", job=job.id, detail=str(exc))
-        except StoreError as exc:
-            self._put_back(job, exc)
-        except Exception as exc:
-            log.exception("job.crashed", job=job.id, kind=str(job.kind))
-            with contextlib.suppress(Exception):
-                assert self.ctx is not None
-                self.ctx.ledger.retry_later(job, 30.0, f"internal error: {type(exc).__name__}")
-        finally:
-            with self._busy_lock:
-                self.busy -= 1
-
-    def _put_back(self, job: Job, error: StoreError) -> None:
-        """The job's outcome could not be written: return it to the queue once we can.
-
-        Left in flight it would wait for the next start. This worker holds it until the
-        store takes writes again (a full disk freed); an upload whose POST got through is
-        then found by the reconcile step, not sent again. A stop leaves it to recovery.
-        """
-        assert self.ctx is not None
-        log.error("job.not_recorded", job=job.id, kind=str(job.kind), error=str(error))
-        while not self.stopping.is_set():
-            try:
-                self.ctx.ledger.retry_later(job, 0.0, f"state database: {error}")
-            except StaleAttempt:
-                return
-            except StoreError:
-                self._wait(STORE_RETRY_SECONDS)
-            else:
-                return
-
     def _scan_failed(self, key: str, error: StoreError) -> None:
         """What the scan found (and the events that asked for it) is not recorded: rescan."""
         log.error("scan.failed", folder=key, error=str(error))
         self._scan_retry[key] = time.monotonic() + STORE_RETRY_SECONDS
 
-    def _idle_wait(self, kinds: tuple[JobKind, ...]) -> float:
-        assert self.store is not None
-        try:
-            due = self.store.next_due(kinds)
-        except StoreError:
-            return 1.0
-        if due is None:
-            return 1.0
-        return min(1.0, max(0.01, due - self.clock()))
-
-    def _wait(self, seconds: float) -> None:
-        with self.wake:
-            self.wake.wait(seconds)
-
     def _notify_all(self) -> None:
-        with self.wake:
-            self.wake.notify_all()
+        if self.workers is not None:
+            self.workers.notify_all()
 
     # -- folders --------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from syncd.store import Store
 from tests.running import Running
 from tests.support import config_text, wait_until, write_image
 
@@ -47,3 +48,19 @@ def test_sync_on_a_lost_database_uploads_nothing_twice(tmp_path: Path, emulator,
     assert again.returncode == 0, again.stderr
     assert emulator.stats()["requests"]["POST /v1/training-asset"] == 5
     assert len(emulator.assets()) == 5
+
+
+def test_the_daemon_prunes_finished_jobs_older_than_a_month(start_daemon, hot: Path) -> None:
+    """A done job from long ago is removed by the running daemon; a recent one stays."""
+    run: Running = start_daemon()
+    write_image(hot / "a.jpg", 420)
+    run.wait_assets(1)
+    run.stop()
+    store = Store.open(run.config.state.path, lock=False)
+    with store.write() as conn:
+        conn.execute("UPDATE jobs SET updated_at = 1000 WHERE kind = 'file'")
+    recent = store.query("SELECT count(*) AS n FROM jobs WHERE kind = 'upload'")[0]["n"]
+    store.close()
+    run2: Running = start_daemon()
+    wait_until(lambda: not run2.jobs("kind = 'file' AND updated_at = 1000"), message="pruned")
+    assert len(run2.jobs("kind = 'upload'")) == recent

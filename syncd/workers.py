@@ -1,0 +1,134 @@
+"""The job workers: a fixed pool that claims due jobs and runs their workflows.
+
+Two kinds of lane, never a thread per file: hash workers take ``file`` jobs (disk-bound),
+API workers take ``upload`` and ``delete`` jobs (network-bound). API workers wait while
+the library is being indexed for a new database and while the breaker holds the API
+closed. A workflow's unexpected exception puts its job back for later; a job whose
+outcome could not be written (a full disk) is held by its worker until the store takes
+writes again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Mapping
+
+import structlog
+
+from syncd.context import Context
+from syncd.errors import StaleAttempt, StoreError
+from syncd.model import Job, JobKind, Workflow
+
+log = structlog.get_logger(__name__)
+
+API_KINDS = (JobKind.UPLOAD, JobKind.DELETE)
+FILE_KINDS = (JobKind.FILE,)
+#: How soon a job whose record failed (a full disk) is tried again.
+STORE_RETRY_SECONDS = 2.0
+#: How soon a job whose workflow crashed is tried again.
+CRASH_RETRY_SECONDS = 30.0
+
+
+class Workers:
+    """Runs jobs for the daemon; ``loop(kinds)`` is the body of each worker thread."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        flows: Mapping[JobKind, Workflow],
+        *,
+        stopping: threading.Event,
+        indexed: threading.Event,
+        clock: Callable[[], float],
+    ) -> None:
+        self.ctx = ctx
+        self.flows = flows
+        self.stopping = stopping
+        self.indexed = indexed
+        self.clock = clock
+        self.wake = threading.Condition()
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+
+    @property
+    def busy(self) -> int:
+        """Jobs being worked on right now."""
+        with self._busy_lock:
+            return self._busy
+
+    def notify_all(self) -> None:
+        """New work may be due: wake every idle worker."""
+        with self.wake:
+            self.wake.notify_all()
+
+    def wait(self, seconds: float) -> None:
+        with self.wake:
+            self.wake.wait(seconds)
+
+    def loop(self, kinds: tuple[JobKind, ...]) -> None:
+        api = kinds == API_KINDS
+        store, breaker = self.ctx.ledger.store, self.ctx.breaker
+        while not self.stopping.is_set():
+            if api and not self.indexed.is_set():
+                self.wait(0.2)
+                continue
+            if api and not breaker.allow(self.clock()):
+                self.wait(min(1.0, max(0.05, breaker.wait_hint(self.clock()))))
+                continue
+            try:
+                job = store.claim(kinds)
+            except StoreError as exc:
+                log.warning("queue.claim_failed", error=str(exc))
+                self.wait(1.0)
+                continue
+            if job is None:
+                self.wait(self._idle_wait(kinds))
+                continue
+            self.run(job)
+
+    def run(self, job: Job) -> None:
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            self.flows[job.kind].run(job)
+        except StaleAttempt as exc:
+            log.warning("job.stale", job=job.id, detail=str(exc))
+        except StoreError as exc:
+            self._put_back(job, exc)
+        except Exception as exc:
+            log.exception("job.crashed", job=job.id, kind=str(job.kind))
+            with contextlib.suppress(Exception):
+                reason = f"internal error: {type(exc).__name__}"
+                self.ctx.ledger.retry_later(job, CRASH_RETRY_SECONDS, reason)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+    def _put_back(self, job: Job, error: StoreError) -> None:
+        """The job's outcome could not be written: return it to the queue once we can.
+
+        Left in flight it would wait for the next start. This worker holds it until the
+        store takes writes again (a full disk freed); an upload whose POST got through is
+        then found by the reconcile step, not sent again. A stop leaves it to recovery.
+        """
+        log.error("job.not_recorded", job=job.id, kind=str(job.kind), error=str(error))
+        while not self.stopping.is_set():
+            try:
+                self.ctx.ledger.retry_later(job, 0.0, f"state database: {error}")
+            except StaleAttempt:
+                return
+            except StoreError:
+                self.wait(STORE_RETRY_SECONDS)
+            else:
+                return
+
+    def _idle_wait(self, kinds: tuple[JobKind, ...]) -> float:
+        """Sleep until the next job of these kinds is due (at most a second)."""
+        try:
+            due = self.ctx.ledger.store.next_due(kinds)
+        except StoreError:
+            return 1.0
+        if due is None:
+            return 1.0
+        return min(1.0, max(0.01, due - self.clock()))
