@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from syncd import plan, scanner
 from syncd.api import AssetsClient
@@ -17,7 +18,7 @@ from syncd.config import FolderConfig
 from syncd.errors import ApiError, AuthError, OutcomeUnknown, RateLimited, TransientError
 from syncd.ledger import KEY_PAUSE, Ledger
 from syncd.model import Job
-from syncd.scanner import RootState
+from syncd.scanner import RootHealth, RootState
 from syncd.tags import Rules
 
 #: How soon a job held by a root guard looks again.
@@ -39,15 +40,24 @@ class Context:
     clock: Callable[[], float] = field(kw_only=True)
     rand: Callable[[], float] = field(default=random.random, kw_only=True)
 
-    def root_problem(self, folder: FolderConfig) -> str | None:
+    def root_problem(
+        self,
+        folder: FolderConfig,
+        *,
+        row: Mapping[str, Any] | None = None,
+        health: RootHealth | None = None,
+    ) -> str | None:
         """Why deletions must not be mirrored for this folder now, or None.
 
         A guard that holds is also written to the folder's health, so ``syncd status``
         shows it and ``syncd approve-deletes`` can accept it, whoever noticed it first.
+        A caller that has just read the folder's row and its root's health passes them.
         """
         store = self.ledger.store
-        row = store.folder_row(folder.key) or {}
-        health = scanner.root_health(folder.path, expected_dev=row.get("dev"))
+        if row is None:
+            row = store.folder_row(folder.key) or {}
+        if health is None:
+            health = scanner.root_health(folder.path, expected_dev=row.get("dev"))
         approved = bool(row.get("approved"))
         if health.absent:
             problem, state = health.reason or "root unavailable", "unavailable"

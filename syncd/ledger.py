@@ -8,7 +8,7 @@ same transaction as the job's end. Job states change only through ``Store.move``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -471,6 +471,12 @@ class Ledger:
     def refcount(self, key: str) -> int:
         return int(
             self.store.query("SELECT count(*) AS n FROM files WHERE asset_key = ?", (key,))[0]["n"]
+        )
+
+    def uploaded_assets(self) -> Iterator[Row]:
+        """Every asset with a remote asset_id (key, asset_id, tags), streamed."""
+        return self.store.stream(
+            "SELECT key, asset_id, tags FROM assets WHERE asset_id IS NOT NULL"
         )
 
     def files_for_asset(self, key: str, limit: int = 5) -> list[Row]:

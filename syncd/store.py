@@ -375,33 +375,35 @@ class Store:
         rows = self.query("SELECT * FROM files WHERE folder = ? AND relpath = ?", (folder, relpath))
         return row_to_file(rows[0]) if rows else None
 
-    def iter_tracked(self, folder: str, prefix: str = "") -> Iterator[TrackedFile]:
-        """Tracked files of a folder (or below ``prefix/``) in relpath order, streamed.
+    def stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Row]:
+        """Rows of a read, streamed in batches from one consistent snapshot.
 
-        Runs on a connection of its own, inside one read transaction: a consistent
-        snapshot while the scan writes elsewhere.
+        Runs on a connection of its own, inside one read transaction, so a long read
+        (a scan, a verification) sees one state while the workers write elsewhere.
         """
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
         conn.row_factory = sqlite3.Row
         try:
             conn.execute("BEGIN")
-            if prefix:
-                lo, hi = prefix + "/", prefix + "0"
-                cur = conn.execute(
-                    "SELECT * FROM files WHERE folder = ? AND relpath >= ? AND relpath < ?"
-                    " ORDER BY relpath",
-                    (folder, lo, hi),
-                )
-            else:
-                cur = conn.execute(
-                    "SELECT * FROM files WHERE folder = ? ORDER BY relpath", (folder,)
-                )
+            cur = conn.execute(sql, params)
             while rows := cur.fetchmany(1000):
-                yield from (row_to_file(dict(r)) for r in rows)
+                yield from (dict(r) for r in rows)
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
         finally:
             conn.close()
+
+    def iter_tracked(self, folder: str, prefix: str = "") -> Iterator[TrackedFile]:
+        """Tracked files of a folder (or below ``prefix/``) in relpath order, streamed."""
+        if prefix:
+            rows = self.stream(
+                "SELECT * FROM files WHERE folder = ? AND relpath >= ? AND relpath < ?"
+                " ORDER BY relpath",
+                (folder, prefix + "/", prefix + "0"),
+            )
+        else:
+            rows = self.stream("SELECT * FROM files WHERE folder = ? ORDER BY relpath", (folder,))
+        return (row_to_file(row) for row in rows)
 
     def find_moved(self, folder: str, stat: FileStat) -> TrackedFile | None:
         """A tracked file with this inode, size and mtime: a candidate for a move."""

@@ -60,12 +60,12 @@ class Sweeper:
         report = ScanReport(folder.key, prefix)
         row = store.folder_row(folder.key) or {}
         health = scanner.root_health(folder.path, expected_dev=row.get("dev"))
-        if not health.ok and (health.reason or "").startswith(("missing", "unreadable", "not a")):
+        if health.absent:
             store.set_folder(folder.key, health="unavailable", reason=health.reason)
             report.skipped = health.reason
             log.warning("scan.skipped", folder=folder.key, reason=health.reason)
             return report
-        report.guard = self.ctx.root_problem(folder)
+        report.guard = self.ctx.root_problem(folder, row=row, health=health)
         walk = _walk(folder, prefix, self.ctx.rules[folder.key])
         found, seen = _peek(_entries(walk, prefix))
         tracked = store.iter_tracked(folder.key, prefix)

@@ -83,11 +83,7 @@ def verify(ledger: Ledger, client: AssetsClient, *, repair: bool = False) -> Ver
         key = remote_key(asset)
         if key is not None:
             remote[key].append(asset.asset_id)
-    # Read-only; a ledger method would be the better home for this query.
-    local = {
-        short_key(row["key"]): row
-        for row in ledger.store.query("SELECT * FROM assets WHERE asset_id IS NOT NULL")
-    }
+    local = {short_key(row["key"]): row for row in ledger.uploaded_assets()}
     result.checked_local = len(local)
     for key, row in local.items():
         if row["asset_id"] in remote.get(key, []) or not _gone(client, row["asset_id"]):
