@@ -8,11 +8,11 @@ same transaction as the job's end. Job states change only through ``Store.move``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from syncd import plan
+from syncd.admin import Admin
 from syncd.config import FolderConfig
 from syncd.model import (
     CLAIMABLE,
@@ -26,7 +26,7 @@ from syncd.model import (
     asset_key,
     identity_tag,
 )
-from syncd.store import Conn, Row, Store, row_to_job
+from syncd.store import Conn
 
 S = JobState
 #: The reason a job carries while a rejected API key holds it back.
@@ -42,12 +42,8 @@ class Linked:
     asset_id: str | None
 
 
-class Ledger:
+class Ledger(Admin):
     """Domain transactions over a :class:`Store`, with each folder's deletion policy."""
-
-    def __init__(self, store: Store, folders: Mapping[str, FolderConfig]) -> None:
-        self.store = store
-        self.folders = dict(folders)
 
     # -- events and enqueueing -------------------------------------------------------
 
@@ -461,135 +457,6 @@ class Ledger:
                 (self.store.clock(), len(KEY_PAUSE), KEY_PAUSE),
             )
         return cur.rowcount
-
-    # -- reads -----------------------------------------------------------------------
-
-    def asset(self, key: str) -> Row | None:
-        rows = self.store.query("SELECT * FROM assets WHERE key = ?", (key,))
-        return rows[0] if rows else None
-
-    def refcount(self, key: str) -> int:
-        return int(
-            self.store.query("SELECT count(*) AS n FROM files WHERE asset_key = ?", (key,))[0]["n"]
-        )
-
-    def uploaded_assets(self) -> Iterator[Row]:
-        """Every asset with a remote asset_id (key, asset_id, tags), streamed."""
-        return self.store.stream(
-            "SELECT key, asset_id, tags FROM assets WHERE asset_id IS NOT NULL"
-        )
-
-    def files_for_asset(self, key: str, limit: int = 5) -> list[Row]:
-        return self.store.query(
-            "SELECT * FROM files WHERE asset_key = ? ORDER BY folder, relpath LIMIT ?", (key, limit)
-        )
-
-    def asset_by_sha(self, sha256: str) -> list[Row]:
-        return self.store.query("SELECT * FROM assets WHERE sha256 = ?", (sha256,))
-
-    # -- operator actions --------------------------------------------------------------
-
-    def approve_deletes(self, folder: str | None = None) -> tuple[int, list[str]]:
-        """Release held deletions (of one folder or all) and accept guarded roots.
-
-        Returns how many deletions were released and which guarded folders were accepted.
-        """
-        where, params = ("kind = 'delete' AND state = 'held'", [])
-        if folder:
-            where, params = where + " AND folder = ?", [folder]
-        now = self.store.clock()
-        with self.store.write() as conn:
-            jobs = self.store.jobs_where(conn, where, params)
-            for job in jobs:
-                self.store.move(conn, job, S.WAITING, not_before=now, reason="approved")
-            guarded = [
-                row["key"]
-                for row in conn.execute(
-                    "SELECT key FROM folders WHERE health = 'guarded' AND (? IS NULL OR key = ?)",
-                    (folder, folder),
-                )
-            ]
-            # Only a guarded root (empty, or on a new device) is accepted: approving must
-            # never switch the guard off for a root that is missing right now.
-            conn.execute(
-                "UPDATE folders SET approved = 1"
-                " WHERE health = 'guarded' AND (? IS NULL OR key = ?)",
-                (folder, folder),
-            )
-        return len(jobs), guarded
-
-    def retry_failed(self, relpaths: Sequence[str] = ()) -> int:
-        """Put failed jobs (all, or those for these paths) back in the queue."""
-        with self.store.write() as conn:
-            jobs = self.store.jobs_where(conn, "state = 'failed'", [])
-            if relpaths:
-                wanted = set(relpaths)
-                jobs = [
-                    j for j in jobs if j.relpath in wanted or f"{j.folder}/{j.relpath}" in wanted
-                ]
-            for job in jobs:
-                if job.kind is JobKind.FILE and job.relpath is not None:
-                    conn.execute(
-                        "UPDATE files SET problem = NULL, sha256 = NULL"
-                        " WHERE folder = ? AND relpath = ?",
-                        (job.folder, job.relpath),
-                    )
-                self.store.move(conn, job, CLAIMABLE[job.kind], not_before=0.0, reason="retry")
-        return len(jobs)
-
-    def prune(self, before: float) -> int:
-        """Forget finished jobs last touched before ``before``; the queue stays small.
-
-        A cancelled upload that had sent a POST is kept: a later upload of the same
-        (content, tags) must know to reconcile first (see :meth:`posted_before`).
-        """
-        with self.store.write() as conn:
-            cur = conn.execute(
-                "DELETE FROM jobs WHERE state IN ('done', 'cancelled') AND updated_at < ?"
-                " AND NOT (kind = 'upload' AND state = 'cancelled' AND intent_at IS NOT NULL)",
-                (before,),
-            )
-        return int(cur.rowcount)
-
-    def failures(self, limit: int = 20) -> list[Job]:
-        rows = self.store.query(
-            "SELECT * FROM jobs WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?", (limit,)
-        )
-        return [row_to_job(r) for r in rows]
-
-    def held(self, limit: int = 20) -> list[Job]:
-        rows = self.store.query(
-            "SELECT * FROM jobs WHERE state = 'held' ORDER BY id LIMIT ?", (limit,)
-        )
-        return [row_to_job(r) for r in rows]
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        rows = self.store.query(
-            "SELECT kind, state, count(*) AS n FROM jobs WHERE state IN"
-            " ('pending', 'hashing', 'uploading', 'waiting', 'held', 'deleting', 'failed')"
-            " GROUP BY kind, state"
-        )
-        out: dict[str, dict[str, int]] = {}
-        for row in rows:
-            out.setdefault(row["kind"], {})[row["state"]] = row["n"]
-        return out
-
-    def outstanding(self) -> int:
-        """Jobs that still need work (not done, cancelled, failed or held)."""
-        rows = self.store.query(
-            "SELECT count(*) AS n FROM jobs WHERE state IN"
-            " ('pending', 'hashing', 'uploading', 'waiting', 'deleting')"
-        )
-        return int(rows[0]["n"])
-
-    def summary(self) -> dict[str, Any]:
-        """Figures for status output."""
-        q = self.store.query
-        return {
-            "tracked_files": q("SELECT count(*) AS n FROM files")[0]["n"],
-            "assets": q("SELECT count(*) AS n FROM assets WHERE asset_id IS NOT NULL")[0]["n"],
-            "problems": q("SELECT count(*) AS n FROM files WHERE problem IS NOT NULL")[0]["n"],
-        }
 
 
 def _index_key(key: str) -> tuple[str, str]:
