@@ -19,13 +19,7 @@ from pathlib import Path
 
 from syncd.api import AssetsClient
 from syncd.apikey import ApiKey
-from syncd.config import (
-    Config,
-    FolderConfig,
-    check_folders,
-    check_key_storage,
-    require_api_key,
-)
+from syncd.config import Config, FolderConfig, require_api_key
 from syncd.errors import ApiError, AuthError, ConfigError, StoreError, StoreLocked, TransientError
 from syncd.schema import SCHEMA_VERSION
 from syncd.store import Store
@@ -311,3 +305,46 @@ def api_findings(config: Config, key: ApiKey) -> list[Finding]:
             )
         ]
     return [Finding("api", f"{base} accepts the key")]
+
+
+# --- the config's own checks ------------------------------------------------------
+
+
+def check_folders(config: Config) -> list[str]:
+    """Problems with the folder roots as they are now; none of them is fatal to ``run``."""
+    problems = []
+    for i, folder in enumerate(config.folders):
+        if problem := _root_problem(folder.path):
+            problems.append(f"folders[{i}].path: {folder.path} {problem}")
+    return problems
+
+
+def _root_problem(path: Path) -> str | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "does not exist (syncd waits for it: is the drive or share mounted?)"
+    except OSError as exc:
+        return f"cannot be checked: {exc.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if not os.access(path, os.R_OK | os.X_OK):
+        return "is not readable by this user (needs read and execute permission)"
+    return None
+
+
+def check_key_storage(config: Config) -> list[str]:
+    """An inline key in a config file others can read is as exposed as an open key file."""
+    key, source = config.api.api_key, config.source
+    if key is None or key.origin != "api.api_key" or source is None or os.name != "posix":
+        return []
+    try:
+        mode = stat.S_IMODE(source.stat().st_mode)
+    except OSError:
+        return []
+    if mode & 0o077:
+        return [
+            f"api.api_key: the config {source} holding the key is open to group or others"
+            f" (mode {mode:04o}); chmod 600 {source}, or move the key to api.api_key_file"
+        ]
+    return []

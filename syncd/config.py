@@ -16,7 +16,6 @@ import itertools
 import json
 import math
 import os
-import stat
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -441,46 +440,3 @@ def require_api_key(config: Config) -> ApiKey:
         )
     key.reveal()
     return key
-
-
-# --- checks for ``syncd check`` --------------------------------------------------------
-
-
-def check_folders(config: Config) -> list[str]:
-    """Problems with the folder roots as they are now; none of them is fatal to ``run``."""
-    problems = []
-    for i, folder in enumerate(config.folders):
-        if problem := _root_problem(folder.path):
-            problems.append(f"folders[{i}].path: {folder.path} {problem}")
-    return problems
-
-
-def _root_problem(path: Path) -> str | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return "does not exist (syncd waits for it: is the drive or share mounted?)"
-    except OSError as exc:
-        return f"cannot be checked: {exc.strerror}"
-    if not stat.S_ISDIR(st.st_mode):
-        return "is not a directory"
-    if not os.access(path, os.R_OK | os.X_OK):
-        return "is not readable by this user (needs read and execute permission)"
-    return None
-
-
-def check_key_storage(config: Config) -> list[str]:
-    """An inline key in a config file others can read is as exposed as an open key file."""
-    key, source = config.api.api_key, config.source
-    if key is None or key.origin != "api.api_key" or source is None or os.name != "posix":
-        return []
-    try:
-        mode = stat.S_IMODE(source.stat().st_mode)
-    except OSError:
-        return []
-    if mode & 0o077:
-        return [
-            f"api.api_key: the config {source} holding the key is open to group or others"
-            f" (mode {mode:04o}); chmod 600 {source}, or move the key to api.api_key_file"
-        ]
-    return []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd import checks
 from syncd import config as cfg
 from syncd.apikey import ApiKey
 from syncd.config import Config, ConfigError
@@ -222,7 +223,7 @@ def test_missing_folder_is_not_an_error_at_load(tmp_path: Path) -> None:
     (tmp_path / "here").mkdir()
     (tmp_path / "file").write_text("x")
     text = '[[folders]]\npath = "gone"\n[[folders]]\npath = "here"\n[[folders]]\npath = "file"\n'
-    problems = cfg.check_folders(load_text(tmp_path, text))
+    problems = checks.check_folders(load_text(tmp_path, text))
     assert len(problems) == 2
     assert problems[0].startswith("folders[0].path:")
     assert "does not exist" in problems[0]
@@ -412,9 +413,9 @@ def test_api_key_is_not_pickled() -> None:
 def test_inline_key_in_an_open_config_is_reported(tmp_path: Path) -> None:
     """check_key_storage flags an inline key in a config readable by others."""
     path = write(tmp_path / "config.toml", key_config(tmp_path, None, KEY), mode=0o644)
-    problems = cfg.check_key_storage(cfg.load(path, env={}))
+    problems = checks.check_key_storage(cfg.load(path, env={}))
     assert len(problems) == 1
     assert "chmod 600" in problems[0]
     assert KEY not in problems[0]
     path.chmod(0o600)
-    assert cfg.check_key_storage(cfg.load(path, env={})) == []
+    assert checks.check_key_storage(cfg.load(path, env={})) == []
