@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from syncd import plan, scanner
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
@@ -20,6 +22,8 @@ from syncd.ledger import KEY_PAUSE, Ledger
 from syncd.model import Job
 from syncd.scanner import RootHealth, RootState
 from syncd.tags import Rules
+
+log = structlog.get_logger(__name__)
 
 #: How soon a job held by a root guard looks again.
 ROOT_RETRY_SECONDS = 30.0
@@ -78,8 +82,12 @@ class Context:
         return problem
 
 
-def api_retry(ctx: Context, job: Job, exc: ApiError) -> None:
-    """Put a job back after an API failure, feeding the breaker; never drops it."""
+def api_retry(ctx: Context, job: Job, exc: ApiError, event: str, **where: Any) -> None:
+    """Put a job back after an API failure, feeding the breaker; never drops it.
+
+    Logs ``event`` (e.g. ``upload.retry``) with ``where`` (path, asset_id, ...).
+    """
+    log.warning(event, **where, error=type(exc).__name__, detail=str(exc), attempt=job.attempt)
     now = ctx.clock()
     if isinstance(exc, AuthError):
         ctx.breaker.auth_rejected(now, str(exc))

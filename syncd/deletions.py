@@ -39,14 +39,7 @@ class DeleteWorkflow:
             ctx.ledger.store.transition(job, JobState.FAILED, reason=f"rejected by the API: {exc}")
             return
         except ApiError as exc:
-            api_retry(ctx, job, exc)
-            log.warning(
-                "delete.retry",
-                asset_id=asset["asset_id"],
-                error=type(exc).__name__,
-                detail=str(exc),
-                attempt=job.attempt,
-            )
+            api_retry(ctx, job, exc, "delete.retry", asset_id=asset["asset_id"])
             return
         ctx.breaker.success()
         try:

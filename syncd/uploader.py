@@ -245,15 +245,7 @@ class UploadWorkflow:
             log.warning("upload.failed", folder=folder.key, path=relpath, reason=str(exc))
             return
         except ApiError as exc:
-            api_retry(ctx, job, exc)
-            log.warning(
-                "upload.retry",
-                folder=folder.key,
-                path=relpath,
-                error=type(exc).__name__,
-                detail=str(exc),
-                attempt=job.attempt,
-            )
+            api_retry(ctx, job, exc, "upload.retry", folder=folder.key, path=relpath)
             return
         ctx.breaker.success()
         try:

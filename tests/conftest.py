@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,3 +53,16 @@ def start_daemon(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Iterato
     launcher = Launcher(tmp_path, emulator, hot)
     yield launcher
     launcher.close()
+
+
+@pytest.fixture
+def world_readable_dir() -> Iterator[Path]:
+    """A temp folder an unprivileged user can reach (pytest's tmp_path is 0700)."""
+    parent = "/tmp" if Path("/tmp").is_dir() else None  # TMPDIR may sit below a 0700 home
+    base = Path(tempfile.mkdtemp(prefix="syncd-test-", dir=parent))
+    base.chmod(0o755)
+    yield base
+    for path in [base, *base.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    shutil.rmtree(base)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -220,19 +217,6 @@ def _scan_unprivileged(root: Path) -> tuple[list[str], list[str]]:
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
     entries, unreadable = json.loads(line.removeprefix("RESULT "))
     return entries, unreadable
-
-
-@pytest.fixture
-def world_readable_dir() -> Iterator[Path]:
-    """A temp folder that an unprivileged user can reach (pytest's tmp_path is 0700)."""
-    parent = "/tmp" if Path("/tmp").is_dir() else None  # TMPDIR may sit below a 0700 home
-    base = Path(tempfile.mkdtemp(prefix="syncd-scan-", dir=parent))
-    base.chmod(0o755)
-    yield base
-    for path in [base, *base.rglob("*")]:
-        if path.is_dir() and not path.is_symlink():
-            path.chmod(0o755)
-    shutil.rmtree(base)
 
 
 def test_unreadable_folder_is_reported_not_emptied(world_readable_dir: Path) -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,19 +79,6 @@ with sweeping(config) as (store, sweeper):
     report = sweeper.scan(config.folders[0], sys.argv[2])
 print("RESULT " + json.dumps([report.gone, report.unreadable_dirs]))
 """
-
-
-@pytest.fixture
-def world_readable_dir() -> Iterator[Path]:
-    """A temp folder an unprivileged user can reach (pytest's tmp_path is 0700)."""
-    parent = "/tmp" if Path("/tmp").is_dir() else None  # TMPDIR may sit below a 0700 home
-    base = Path(tempfile.mkdtemp(prefix="syncd-sweep-", dir=parent))
-    base.chmod(0o755)
-    yield base
-    for path in [base, *base.rglob("*")]:
-        if path.is_dir() and not path.is_symlink():
-            path.chmod(0o755)
-    shutil.rmtree(base)
 
 
 def test_a_prefix_scan_of_a_folder_it_cannot_list_reads_nothing_as_gone(
