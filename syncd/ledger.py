@@ -212,6 +212,11 @@ class Ledger(Admin):
     def upload_from_index(self, job: Job) -> str | None:
         """End an upload job whose asset the library index already holds; its asset_id."""
         assert job.asset_key is not None
+        identity, tagset = _index_key(job.asset_key)
+        if not self.store.query(
+            "SELECT 1 FROM remote_index WHERE identity = ? AND tagset = ?", (identity, tagset)
+        ):
+            return None  # the usual case: no write transaction for nothing
         with self.store.write() as conn:
             asset_id = self._adopt_indexed(conn, job.asset_key)
             if asset_id is None:
