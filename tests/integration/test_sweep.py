@@ -70,6 +70,8 @@ import json, os, sys
 from pathlib import Path
 from syncd.config import load
 from tests.integration.test_sweep import sweeping
+import httpx
+httpx.Client().close()  # httpx imports its transport lazily: do it while we still can
 if os.geteuid() == 0:
     os.setgroups([])
     os.setresgid(65534, 65534, 65534)
