@@ -220,23 +220,18 @@ def _stop_daemon(daemon: Daemon, thread: threading.Thread) -> None:
 
 def _upload_phase(tour: Tour) -> None:
     console = tour.console
-    console.print(f"\nDropping {len(PRODUCTS) + 1} product images into tag folders:")
+    console.print(f"\nDropping {len(PRODUCTS)} product images into tag folders:")
     for product in PRODUCTS:
         _drop(tour.hot, product.relpath, product_image(product))
         console.print(f"  + {escape(product.relpath)}")
-    shutil.copyfile(tour.hot / COPY[0], tour.hot / COPY[1])
-    console.print(f"  + {escape(COPY[1])}  [dim](a copy of {escape(COPY[0])})[/]")
     console.print("\nsyncd waits until each file has settled, then uploads it once:")
-    tour.wait(
-        lambda: (
-            len(tour.seen) == len(PRODUCTS) and _tracked(tour) == len(PRODUCTS) + 1 and tour.idle()
-        ),
-        "the uploads",
-    )
-    console.print(
-        f"  [dim]{escape(COPY[1])}: same content and tags as {escape(COPY[0])},"
-        " so no second upload[/]"
-    )
+    tour.wait(lambda: len(tour.seen) == len(PRODUCTS) and tour.idle(), "the uploads")
+    # The copy comes once its original is in the library: the asset keeps the original's
+    # name (an asset is named after the first file that brought its content and tags).
+    shutil.copyfile(tour.hot / COPY[0], tour.hot / COPY[1])
+    console.print(f"\nCopying {escape(COPY[0])} to {escape(COPY[1])} (same content, same tags):")
+    tour.wait(lambda: _tracked(tour) == len(PRODUCTS) + 1 and tour.idle(), "the copy")
+    console.print(f"  {escape(COPY[1])}: tracked, and no second upload")
 
 
 def _delete_phase(tour: Tour) -> None:
