@@ -1,0 +1,219 @@
+"""What the measures share: test data, the emulator and the daemon as processes of their own."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+PER_DIR = 500
+ACTIVE = "('pending', 'hashing', 'uploading', 'waiting', 'deleting')"
+
+
+def base_jpeg() -> bytes:
+    img = Image.new("RGB", (96, 64), (90, 140, 200))
+    out = io.BytesIO()
+    img.save(out, "JPEG")
+    return out.getvalue()
+
+
+_BASE = base_jpeg()
+
+
+def jpeg(i: int, salt: int = 0) -> bytes:
+    """A small valid JPEG, unique per (i, salt): a comment segment right after SOI."""
+    comment = b"syncd-bench" + salt.to_bytes(4, "big") + i.to_bytes(8, "big")
+    return _BASE[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + _BASE[2:]
+
+
+def make_tree(root: Path, count: int, *, salt: int = 0, prefix: str = "d") -> list[Path]:
+    """``count`` unique JPEGs in folders of 500."""
+    paths = []
+    for i in range(count):
+        d = root / f"{prefix}{i // PER_DIR:04d}"
+        if i % PER_DIR == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        path = d / f"IMG_{i:07d}.jpg"
+        path.write_bytes(jpeg(i, salt))
+        paths.append(path)
+    return paths
+
+
+@contextlib.contextmanager
+def emulator(data: Path) -> Iterator[str]:
+    """``syncd emulator`` as a process of its own (the real API is remote); its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd.emulator", "--port", "0", "--api-key", "k",
+         "--processing-seconds", "0", "--data", str(data)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    match = re.search(r"http://\S+", proc.stdout.readline())
+    assert match, "the emulator did not say where it listens"
+    try:
+        yield match.group(0)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def emulator_state(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"{url}/_emulator/state") as answer:
+        return dict(json.load(answer))
+
+
+def write_config(base: Path, url: str, hot: Path, db: Path, *, settle: float, conc: int) -> Path:
+    conf = base / "syncd.toml"
+    conf.write_text(
+        f'[api]\nbase_url = "{url}"\napi_key = "k"\nconcurrency = {conc}\n'
+        f'[state]\npath = "{db}"\n[log]\nlevel = "warning"\n'
+        f'[[folders]]\npath = "{hot}"\ntags = ["bench"]\nsettle_seconds = {settle}\n'
+    )
+    return conf
+
+
+def rss_kb(pid: int, key: str = "VmRSS") -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class DaemonProc:
+    """``syncd run`` in a process of its own, with sd_notify READY and counters."""
+
+    conf: Path
+    base: Path
+    strace: bool = False
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    ready_after: float | None = None
+    counts_file: Path = field(init=False)
+    strace_file: Path = field(init=False)
+    _sock: socket.socket | None = None
+
+    def __post_init__(self) -> None:
+        self.counts_file = self.base / "counts.json"
+        self.strace_file = self.base / "strace.txt"
+
+    def start(self) -> None:
+        sock_path = self.base / "notify.sock"
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(sock_path))
+        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.daemon_proc",
+            str(self.conf),
+            str(self.counts_file),
+        ]
+        if self.strace:
+            cmd = ["strace", "-f", "-qq", "--seccomp-bpf", "-c", "-e", "trace=fsync,fdatasync",
+                   "-o", str(self.strace_file), *cmd]  # fmt: skip
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).parent.parent)
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        assert self._sock is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                msg = self._sock.recv(8192).decode()
+            except TimeoutError:
+                break
+            if "READY=1" in msg.split("\n"):
+                self.ready_after = time.perf_counter() - self.started
+                return self.ready_after
+        raise RuntimeError("the daemon did not become ready")
+
+    @property
+    def pid(self) -> int:
+        """The daemon's own pid (under strace, strace's child)."""
+        assert self.proc is not None
+        if not self.strace:
+            return self.proc.pid
+        kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return int(kids[0]) if kids else self.proc.pid
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM, wait; the counters it wrote (write transactions, fsyncs under strace)."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        self.proc.wait(120)
+        if self._sock is not None:
+            self._sock.close()
+        counts: dict[str, int] = {}
+        if self.counts_file.exists():
+            counts.update(json.loads(self.counts_file.read_text()))
+        if self.strace and self.strace_file.exists():
+            for line in self.strace_file.read_text().splitlines():
+                parts = line.split()
+                if parts and parts[-1] in ("fsync", "fdatasync"):
+                    counts[parts[-1]] = int(parts[3] if len(parts) >= 6 else parts[-2])
+        return counts
+
+
+def db_query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def progress(db: Path) -> tuple[int, int]:
+    """(assets uploaded, jobs still active) as the daemon's database says."""
+    try:
+        up = db_query(db, "SELECT count(*) FROM assets WHERE asset_id IS NOT NULL")[0][0]
+        active = db_query(db, f"SELECT count(*) FROM jobs WHERE state IN {ACTIVE}")[0][0]
+    except sqlite3.Error:
+        return 0, 1
+    return int(up), int(active)  # type: ignore[call-overload]
+
+
+def wait_uploaded(db: Path, count: int, timeout: float, pid: int = 0) -> tuple[float, int]:
+    """Seconds until ``count`` assets are uploaded and nothing is active; peak RSS seen (kB)."""
+    start = time.perf_counter()
+    peak = 0
+    while time.perf_counter() - start < timeout:
+        up, active = progress(db)
+        if pid:
+            peak = max(peak, rss_kb(pid))
+        if up >= count and not active:
+            return time.perf_counter() - start, peak
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out: {progress(db)} of {count}")
+
+
+def state_bytes(db: Path) -> dict[str, float]:
+    """Bytes of the state database in use (pages minus free pages), per tracked file."""
+    page = db_query(db, "PRAGMA page_size")[0][0]
+    pages = db_query(db, "PRAGMA page_count")[0][0]
+    free = db_query(db, "PRAGMA freelist_count")[0][0]
+    files = db_query(db, "SELECT count(*) FROM files")[0][0] or 1
+    used = int(page) * (int(pages) - int(free))  # type: ignore[call-overload]
+    out = {"bytes_per_file": used / int(files), "files": float(files)}  # type: ignore[call-overload]
+    with contextlib.suppress(sqlite3.Error):
+        for name, size in db_query(db, "SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+            out[f"bytes_per_file[{name}]"] = int(size) / int(files)  # type: ignore[call-overload]
+    return out
