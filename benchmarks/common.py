@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -109,6 +110,7 @@ class DaemonProc:
     counts_file: Path = field(init=False)
     strace_file: Path = field(init=False)
     _sock: socket.socket | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.counts_file = self.base / "counts.json"
@@ -133,20 +135,24 @@ class DaemonProc:
                    "-o", str(self.strace_file), *cmd]  # fmt: skip
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).parent.parent)
+        threading.Thread(target=self._drain, daemon=True).start()
 
-    def wait_ready(self, timeout: float = 120.0) -> float:
+    def _drain(self) -> None:
+        """Read every notification (READY, STATUS...): a full socket would block the daemon."""
         assert self._sock is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._sock.settimeout(max(0.01, deadline - time.monotonic()))
+        while True:
             try:
                 msg = self._sock.recv(8192).decode()
-            except TimeoutError:
-                break
-            if "READY=1" in msg.split("\n"):
+            except OSError:
+                return
+            if "READY=1" in msg.split("\n") and self.ready_after is None:
                 self.ready_after = time.perf_counter() - self.started
-                return self.ready_after
-        raise RuntimeError("the daemon did not become ready")
+                self._ready.set()
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        if not self._ready.wait(timeout) or self.ready_after is None:
+            raise RuntimeError("the daemon did not become ready")
+        return self.ready_after
 
     @property
     def pid(self) -> int:
@@ -164,6 +170,7 @@ class DaemonProc:
             os.kill(self.pid, signal.SIGTERM)
         self.proc.wait(120)
         if self._sock is not None:
+            self._sock.shutdown(socket.SHUT_RDWR)
             self._sock.close()
         counts: dict[str, int] = {}
         if self.counts_file.exists():
