@@ -13,9 +13,24 @@ from typing import Any
 
 from syncd.config import FolderConfig
 from syncd.model import CLAIMABLE, Job, JobKind, JobState
-from syncd.store import Row, Store, row_to_job
+from syncd.store import Conn, Row, Store, row_to_job
 
 S = JobState
+#: Finished jobs move from the queue to the compact history this long after they end
+#: (until then ``syncd status`` and people looking at the queue see them as they were).
+HISTORY_AFTER = 600.0
+#: How many finished jobs the history keeps, whatever their age: state stays bounded.
+HISTORY_KEEP = 10_000
+_FINISHED = (
+    "state IN ('done', 'cancelled') AND updated_at < ?"
+    " AND NOT (kind = 'upload' AND state = 'cancelled' AND intent_at IS NOT NULL)"
+)
+_TO_HISTORY = (
+    "INSERT OR REPLACE INTO job_history (id, kind, state, folder, relpath, reason, finished_at)"  # noqa: S608
+    " SELECT id, kind, state, folder, relpath, reason, updated_at FROM jobs"
+    " WHERE " + _FINISHED + " AND updated_at >= ?"
+)
+_DROP_FINISHED = "DELETE FROM jobs WHERE " + _FINISHED  # noqa: S608
 
 
 class Admin:
@@ -32,8 +47,13 @@ class Admin:
         return rows[0] if rows else None
 
     def refcount(self, key: str) -> int:
+        return self._refcount(self.store.conn(), key)
+
+    @staticmethod
+    def _refcount(conn: Conn, key: str) -> int:
+        """How many tracked files stand for the asset ``key``: the one count of references."""
         return int(
-            self.store.query("SELECT count(*) AS n FROM files WHERE asset_key = ?", (key,))[0]["n"]
+            conn.execute("SELECT count(*) FROM files WHERE asset_key = ?", (key,)).fetchone()[0]
         )
 
     def uploaded_assets(self) -> Iterator[Row]:
@@ -100,17 +120,24 @@ class Admin:
                 self.store.move(conn, job, CLAIMABLE[job.kind], not_before=0.0, reason="retry")
         return len(jobs)
 
-    def prune(self, before: float) -> int:
-        """Forget finished jobs last touched before ``before``; the queue stays small.
+    def prune(self, before: float, *, keep: int = HISTORY_KEEP) -> int:
+        """Keep the queue to live work and the history small; returns jobs taken out.
 
-        A cancelled upload that had sent a POST is kept: a later upload of the same
-        (content, tags) must know to reconcile first (see :meth:`posted_before`).
+        Finished jobs last touched before ``before`` are forgotten; those finished more
+        than :data:`HISTORY_AFTER` ago move to ``job_history`` (compact, unindexed), which
+        keeps the newest ``keep``. A cancelled upload that had sent a POST stays in the
+        queue: a later upload of the same (content, tags) must know to reconcile first
+        (see :meth:`posted_before`).
         """
+        compact_before = max(before, self.store.clock() - HISTORY_AFTER)
         with self.store.write() as conn:
-            cur = conn.execute(
-                "DELETE FROM jobs WHERE state IN ('done', 'cancelled') AND updated_at < ?"
-                " AND NOT (kind = 'upload' AND state = 'cancelled' AND intent_at IS NOT NULL)",
-                (before,),
+            conn.execute(_TO_HISTORY, (compact_before, before))
+            cur = conn.execute(_DROP_FINISHED, (compact_before,))
+            conn.execute("DELETE FROM job_history WHERE finished_at < ?", (before,))
+            conn.execute(
+                "DELETE FROM job_history WHERE id <= (SELECT id FROM job_history"
+                " ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (keep,),
             )
         return int(cur.rowcount)
 

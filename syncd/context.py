@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -62,21 +62,21 @@ class Context:
             row = store.folder_row(folder.key) or {}
         if health is None:
             health = scanner.root_health(folder.path, expected_dev=row.get("dev"))
-        approved = bool(row.get("approved"))
-        if health.absent:
-            problem, state = health.reason or "root unavailable", "unavailable"
-        elif health.state is RootState.OTHER_DEVICE and not approved:
-            problem, state = health.reason or "root on another device", "guarded"
-        elif (
-            not approved
-            # One tracked file leaving an empty root is an ordinary last deletion; several
-            # vanishing with the root left empty is what an unmounted drive looks like.
-            and store.tracks_several(folder.key)
-            and scanner.is_empty(folder.path, self.rules[folder.key])
-        ):
-            problem, state = "root is empty where files were tracked (unmounted?)", "guarded"
-        else:
+        facts = plan.RootFacts(
+            absent=health.absent,
+            other_device=health.state is RootState.OTHER_DEVICE,
+            approved=bool(row.get("approved")),
+            reason=health.reason,
+        )
+        if plan.root_needs_listing(facts):
+            emptied = store.tracks_several(folder.key) and scanner.is_empty(
+                folder.path, self.rules[folder.key]
+            )
+            facts = replace(facts, emptied=emptied)
+        decided = plan.root_problem(facts)
+        if decided is None:
             return None
+        problem, state = decided
         if (row.get("health"), row.get("reason")) != (state, problem):
             store.set_folder(folder.key, health=state, reason=problem)
         return problem

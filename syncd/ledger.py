@@ -312,11 +312,6 @@ class Ledger(Admin):
 
     # -- releasing assets ------------------------------------------------------------
 
-    def _refcount(self, conn: Conn, key: str) -> int:
-        return int(
-            conn.execute("SELECT count(*) FROM files WHERE asset_key = ?", (key,)).fetchone()[0]
-        )
-
     def _asset_jobs(
         self, conn: Conn, kind: JobKind, key: str, states: Sequence[JobState]
     ) -> list[Job]:
@@ -353,7 +348,7 @@ class Ledger(Admin):
             " WHERE kind = 'delete' AND folder = ? AND state IN ('waiting', 'held')",
             (policy.key,),
         ).fetchone()
-        if hold or held or plan.hold_deletes(waiting or 0, 1, policy.max_deletes):
+        if plan.hold_deletes(waiting or 0, 1, policy.max_deletes, held=bool(hold or held)):
             reason = (
                 f"held: more than {policy.max_deletes} deletions at once in this folder; "
                 "check the folder, then run `syncd approve-deletes`"

@@ -95,6 +95,64 @@ def matches_intent(
     return not (size is not None and file_size is not None and size != file_size)
 
 
-def hold_deletes(pending: int, new: int, max_deletes: int) -> bool:
-    """A burst or a scan that would delete more than ``max_deletes`` assets is held."""
-    return pending + new > max_deletes
+def hold_deletes(waiting: int, new: int, max_deletes: int, *, held: bool = False) -> bool:
+    """Whether ``new`` deletions join the held ones: the one home of the ``max_deletes`` rule.
+
+    A burst of events or a scan that would delete more than ``max_deletes`` assets of a
+    folder is held (with the ``waiting`` ones) until an operator approves; once deletions
+    of a folder are ``held``, later ones join them rather than slip past.
+    """
+    return held or waiting + new > max_deletes
+
+
+#: A file is read a little after it has settled, not on the very edge.
+SETTLE_MARGIN = 0.05
+
+
+def settle_wait(age: float, settle: float, *, seen_unchanged: bool) -> float | None:
+    """How long a file must still be left alone before it is read; None once it has settled.
+
+    ``age`` is seconds since its mtime. A file changed ``settle`` seconds ago or earlier
+    is still. An mtime in the future (a camera card in local time, a NAS with a fast
+    clock) says nothing: such a file must look the same twice, one settle apart.
+    """
+    if age >= settle:
+        return None
+    if age >= 0:
+        return settle - age + SETTLE_MARGIN
+    return None if seen_unchanged else settle
+
+
+@dataclass(frozen=True, slots=True)
+class RootFacts:
+    """What is known of a folder's root when deciding whether deletions may be mirrored."""
+
+    absent: bool
+    other_device: bool
+    approved: bool
+    reason: str | None = None
+    #: Several files are tracked and the root lists empty (None: not looked at).
+    emptied: bool | None = None
+
+
+def root_problem(facts: RootFacts) -> tuple[str, str] | None:
+    """(problem, folder health) when deletions must not be mirrored now, or None.
+
+    Missing or unreadable: unavailable. On another device, or empty where several files
+    were tracked (what an unmounted drive looks like), until an operator approves:
+    guarded. One tracked file leaving an empty root is an ordinary last deletion.
+    """
+    if facts.absent:
+        return facts.reason or "root unavailable", "unavailable"
+    if facts.approved:
+        return None
+    if facts.other_device:
+        return facts.reason or "root on another device", "guarded"
+    if facts.emptied:
+        return "root is empty where files were tracked (unmounted?)", "guarded"
+    return None
+
+
+def root_needs_listing(facts: RootFacts) -> bool:
+    """Whether :func:`root_problem` still needs to know if the root was emptied."""
+    return not (facts.absent or facts.approved or facts.other_device)

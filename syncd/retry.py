@@ -20,6 +20,7 @@ from typing import TypeVar
 import structlog
 import tenacity
 
+from syncd import plan
 from syncd.errors import RateLimited, TransientError
 
 log = structlog.get_logger(__name__)
@@ -90,8 +91,9 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Capped exponential backoff with equal jitter: at least half the step, at most all."""
-        step = min(self.max_wait, self.initial_wait * 2.0 ** (attempt - 1))
-        return step / 2 + self.rng.uniform(0, step / 2)
+        return plan.backoff(
+            attempt, base=self.initial_wait, cap=self.max_wait, jitter=self.rng.random()
+        )
 
     def call(self, fn: Callable[[], _T], *, method: str, path: str) -> _T:
         """Run ``fn`` under this policy; the last error is re-raised as it is."""

@@ -14,6 +14,8 @@ Tables:
 * ``jobs``: the durable queue; ``state`` follows ``model.TRANSITIONS``.
 * ``folders``: per hot folder, the device its root was on and its health.
 * ``meta``: key/value facts (the API key rejected since, last upload, ...).
+* ``job_history``: finished jobs in a compact form (no indexes), moved out of ``jobs``
+  by the hourly prune and kept by count as well as by age.
 * ``remote_index``: assets found in the library by their identity tag before this
   database knew them; a file whose (content, tags) is there is linked, not uploaded.
 """
@@ -95,6 +97,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 4: how each folder is watched right now (inotify, or polling after the watch limit).
     ("ALTER TABLE folders ADD COLUMN watch_mode TEXT",),
+    # 5: claims and due-time lookups seek one (kind, state) run in not_before order, so
+    #    their cost stays flat however many jobs of other kinds wait; finished jobs are
+    #    kept, compacted and without indexes, in a history of their own.
+    (
+        "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(kind, state, not_before)",
+        """CREATE TABLE IF NOT EXISTS job_history (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            folder TEXT NOT NULL,
+            relpath TEXT,
+            reason TEXT,
+            finished_at REAL NOT NULL
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -18,7 +18,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields as dataclass_fields
 from dataclasses import replace
 from pathlib import Path
@@ -50,10 +51,21 @@ from syncd.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 BUSY_TIMEOUT_MS = 15_000
 #: A file job whose path another file job is hashing waits: one look at a path at a time.
-_PATH_BUSY = (
-    "(kind = 'file' AND EXISTS (SELECT 1 FROM jobs AS other WHERE other.kind = 'file'"
+_PATH_FREE = (
+    " AND NOT EXISTS (SELECT 1 FROM jobs AS other WHERE other.kind = 'file'"
     " AND other.state = 'hashing' AND other.folder = jobs.folder"
-    " AND other.relpath = jobs.relpath))"
+    " AND other.relpath = jobs.relpath)"
+)
+#: The hot queries, one (kind, state) at a time so each is a seek in ``jobs_claim``
+#: (never an OR over kinds, which SQLite answers by reading every pending row).
+CLAIM_SQL = (
+    "SELECT * FROM jobs WHERE kind = ? AND state = ? AND not_before <= ?{busy}"
+    " ORDER BY not_before, id LIMIT 1"
+)
+NEXT_DUE_SQL = "SELECT min(not_before) FROM jobs WHERE kind = ? AND state = ?"
+INSERT_JOB_SQL = (
+    "INSERT INTO jobs (kind, state, attempt, folder, relpath, asset_key, not_before, reason,"
+    " created_at, updated_at, detail) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 Row = dict[str, Any]
 Conn = sqlite3.Connection
@@ -112,6 +124,7 @@ class Store:
         self._conns_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._lock_fd: int | None = None
+        self._on_queued: list[Callable[[Mapping[JobKind, int]], None]] = []
 
     # -- opening ---------------------------------------------------------------------
 
@@ -225,6 +238,7 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise _translate(exc, self.path) from None
+            self._local.queued = queued = Counter[JobKind]()
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -235,6 +249,24 @@ class Store:
                 if isinstance(exc, sqlite3.Error):
                     raise _translate(exc, self.path) from None
                 raise
+            finally:
+                self._local.queued = None
+        if queued:
+            for listener in self._on_queued:
+                listener(queued)
+
+    def on_queued(self, listener: Callable[[Mapping[JobKind, int]], None]) -> None:
+        """Call ``listener`` after each commit that made jobs claimable (count per kind).
+
+        Called once the work is durable, outside the write lock: an idle worker woken by
+        it finds the job at once instead of at its next timeout.
+        """
+        self._on_queued.append(listener)
+
+    def _queued(self, kind: JobKind) -> None:
+        queued: Counter[JobKind] | None = getattr(self._local, "queued", None)
+        if queued is not None:
+            queued[kind] += 1
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
@@ -282,6 +314,8 @@ class Store:
             raise StaleAttempt(
                 f"{job.kind} job {job.id} attempt {job.attempt} is no longer {job.state}"
             )
+        if to is CLAIMABLE[job.kind]:
+            self._queued(job.kind)
         moved = {k: v for k, v in fields.items() if k in _JOB_FIELDS and k != "detail"}
         detail = fields.get("detail", job.detail)
         if isinstance(detail, str):
@@ -311,22 +345,15 @@ class Store:
         if start != INITIAL[kind] and not allowed(kind, INITIAL[kind], start):
             raise InvalidTransition(f"a {kind} job cannot start as {start}")
         now = self.clock()
-        row = {
-            "kind": str(kind),
-            "state": str(start),
-            "attempt": 0,
-            "folder": folder,
-            "relpath": relpath,
-            "asset_key": asset_key,
-            "not_before": not_before,
-            "reason": reason,
-            "created_at": now,
-            "updated_at": now,
-            "detail": json.dumps(detail or {}),
-        }
-        table = self.db(conn).table("jobs").insert(row)
-        assert table.last_rowid is not None
-        return table.last_rowid
+        cur = conn.execute(
+            INSERT_JOB_SQL,
+            (str(kind), str(start), folder, relpath, asset_key, not_before, reason, now, now,
+             json.dumps(detail or {})),
+        )  # fmt: skip
+        if start is CLAIMABLE[kind]:
+            self._queued(kind)
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     def jobs_where(self, conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[Job]:
         rows = conn.execute(f"SELECT * FROM jobs WHERE {where}", params).fetchall()  # noqa: S608
@@ -335,31 +362,33 @@ class Store:
     def claim(self, kinds: Sequence[JobKind], now: float | None = None) -> Job | None:
         """Take the next due job of these kinds: its in-flight state, ``attempt + 1``."""
         now = self.clock() if now is None else now
-        pairs = " OR ".join("(kind = ? AND state = ?)" for _ in kinds)
-        params: list[Any] = [v for k in kinds for v in (str(k), str(CLAIMABLE[k]))]
         with self.write() as conn:
-            jobs = self.jobs_where(
-                conn,
-                f"({pairs}) AND not_before <= ? AND NOT {_PATH_BUSY}"
-                " ORDER BY not_before, id LIMIT 1",
-                [*params, now],
-            )
-            if not jobs:
+            due = [job for kind in kinds if (job := self._due(conn, kind, now)) is not None]
+            if not due:
                 return None
-            job = jobs[0]
+            job = min(due, key=lambda j: (j.not_before, j.id))
             fields: dict[str, Any] = {"attempt": job.attempt + 1}
             if job.kind is JobKind.UPLOAD:
                 # The intent: from here a POST may go out; a later attempt reconciles first.
                 fields["intent_at"] = job.intent_at or now
             return self.move(conn, job, IN_FLIGHT[job.kind], **fields)
 
+    @staticmethod
+    def _due(conn: sqlite3.Connection, kind: JobKind, now: float) -> Job | None:
+        """The earliest due job of one kind (a file job waits while its path is hashed)."""
+        sql = CLAIM_SQL.format(busy=_PATH_FREE if kind is JobKind.FILE else "")
+        row = conn.execute(sql, (str(kind), str(CLAIMABLE[kind]), now)).fetchone()
+        return row_to_job(dict(row)) if row is not None else None
+
     def next_due(self, kinds: Sequence[JobKind]) -> float | None:
         """When the earliest claimable job of these kinds becomes due."""
-        pairs = " OR ".join("(kind = ? AND state = ?)" for _ in kinds)
-        params = [v for k in kinds for v in (str(k), str(CLAIMABLE[k]))]
-        rows = self.query(f"SELECT min(not_before) AS t FROM jobs WHERE {pairs}", params)  # noqa: S608
-        value = rows[0]["t"] if rows else None
-        return float(value) if value is not None else None
+        times = [
+            row[0]
+            for kind in kinds
+            for row in self.conn().execute(NEXT_DUE_SQL, (str(kind), str(CLAIMABLE[kind])))
+            if row[0] is not None
+        ]
+        return float(min(times)) if times else None
 
     def recover(self) -> int:
         """After a crash: in-flight jobs fall back to where they can be claimed again."""
@@ -432,7 +461,11 @@ class Store:
             if value is None:
                 conn.execute("DELETE FROM meta WHERE key = ?", (key,))
             else:
-                self.db(conn).table("meta").upsert({"key": key, "value": value}, pk="key")
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
 
     def get_meta(self, key: str) -> str | None:
         rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -443,8 +476,17 @@ class Store:
         return rows[0] if rows else None
 
     def set_folder(self, key: str, **fields: Any) -> None:
+        # Column names come from code, never from input; still, only plain names pass.
+        if not all(name.isidentifier() for name in fields):
+            raise ValueError(f"not a folder column: {sorted(fields)}")
+        names = ["key", *fields]
+        updates = ", ".join(f"{n} = excluded.{n}" for n in fields) or "key = excluded.key"
+        sql = (
+            f"INSERT INTO folders ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"  # noqa: S608
+            f" ON CONFLICT (key) DO UPDATE SET {updates}"
+        )
         with self.write() as conn:
-            self.db(conn).table("folders").upsert({"key": key, **fields}, pk="key")
+            conn.execute(sql, [key, *fields.values()])
 
 
 _JOB_FIELDS = frozenset(f.name for f in dataclass_fields(Job))

@@ -136,8 +136,7 @@ class Sweeper:
                     setattr(report, str(d.change), getattr(report, str(d.change)) + 1)
                     paths.append(d.relpath)
             ledger.enqueue_paths(folder.key, paths)
-            if len(gone) > folder.max_deletes:
-                hold = True
+            hold = plan.hold_deletes(0, len(gone), folder.max_deletes, held=hold)
             if hold and gone:
                 ledger.enqueue_paths(folder.key, gone, hold=True)
                 gone.clear()

@@ -74,18 +74,19 @@ class FileWorkflow:
         """
         now = self.ctx.clock()
         age = now - stat.mtime_ns / 1e9
-        if age >= folder.settle_seconds:
+        seen = [stat.size, stat.mtime_ns, stat.inode]
+        wait = plan.settle_wait(
+            age, folder.settle_seconds, seen_unchanged=job.detail.get("seen") == seen
+        )
+        if wait is None:
             return False
         if age >= 0:
-            self.ctx.ledger.retry_later(job, folder.settle_seconds - age + 0.05, "settling")
+            self.ctx.ledger.retry_later(job, wait, "settling")
             return True
-        seen = [stat.size, stat.mtime_ns, stat.inode]
-        if job.detail.get("seen") == seen:
-            return False
         self.ctx.ledger.store.transition(
             job,
             JobState.PENDING,
-            not_before=now + folder.settle_seconds,
+            not_before=now + wait,
             reason="settling (its mtime is in the future)",
             detail={**job.detail, "seen": seen},
         )

@@ -47,9 +47,18 @@ class Workers:
         self.stopping = stopping
         self.indexed = indexed
         self.clock = clock
-        self.wake = threading.Condition()
+        self._lock = threading.RLock()
+        self.wake = threading.Condition(self._lock)
+        #: Per lane: a count bumped whenever work may have arrived (a worker sleeps only
+        #: if it is unchanged since its last look at the queue, so no wake-up is lost),
+        #: and a condition on the same lock, so a queued upload wakes one API worker.
+        self._generation: dict[tuple[JobKind, ...], int] = {}
+        self._lanes: dict[tuple[JobKind, ...], threading.Condition] = {}
+        for lane in (API_KINDS, FILE_KINDS):
+            self._lane(lane)
         self._busy = 0
         self._busy_lock = threading.Lock()
+        ctx.ledger.store.on_queued(self._queued)
 
     @property
     def busy(self) -> int:
@@ -57,14 +66,44 @@ class Workers:
         with self._busy_lock:
             return self._busy
 
+    def _lane(self, kinds: tuple[JobKind, ...]) -> threading.Condition:
+        """The condition a lane's idle workers sleep on (made on first use)."""
+        with self.wake:
+            if kinds not in self._lanes:
+                self._lanes[kinds] = threading.Condition(self._lock)
+                self._generation[kinds] = 0
+            return self._lanes[kinds]
+
     def notify_all(self) -> None:
         """New work may be due: wake every idle worker."""
         with self.wake:
+            for lane, cond in self._lanes.items():
+                self._generation[lane] += 1
+                cond.notify_all()
             self.wake.notify_all()
 
-    def wait(self, seconds: float) -> None:
+    def _queued(self, queued: Mapping[JobKind, int]) -> None:
+        """Jobs just became claimable (committed): wake as many workers of their lanes."""
         with self.wake:
-            self.wake.wait(seconds)
+            for lane, cond in self._lanes.items():
+                count = sum(n for kind, n in queued.items() if kind in lane)
+                if count:
+                    self._generation[lane] += 1
+                    cond.notify(count)
+
+    def wait(
+        self, seconds: float, kinds: tuple[JobKind, ...] | None = None, seen: int = -1
+    ) -> None:
+        """Sleep up to ``seconds``; with ``kinds``, only while no work came for that lane."""
+        if kinds is None:
+            with self.wake:
+                self.wake.wait(seconds)
+            return
+        lane = self._lane(kinds)
+        with lane:
+            lane.wait_for(
+                lambda: self._generation[kinds] != seen or self.stopping.is_set(), seconds
+            )
 
     def loop(self, kinds: tuple[JobKind, ...]) -> None:
         api = kinds == API_KINDS
@@ -76,6 +115,9 @@ class Workers:
             if api and not breaker.allow(self.clock()):
                 self.wait(min(1.0, max(0.05, breaker.wait_hint(self.clock()))))
                 continue
+            self._lane(kinds)
+            with self.wake:
+                seen = self._generation[kinds]
             try:
                 job = store.claim(kinds)
             except StoreError as exc:
@@ -83,7 +125,7 @@ class Workers:
                 self.wait(1.0)
                 continue
             if job is None:
-                self.wait(self._idle_wait(kinds))
+                self.wait(self._idle_wait(kinds), kinds, seen)
                 continue
             self.run(job)
 

@@ -274,3 +274,25 @@ def test_prune_keeps_the_history_reconciliation_needs(ledger: Ledger) -> None:
     removed = ledger.prune(before=ledger.store.clock() + 1)
     left = ledger.store.query("SELECT kind, state FROM jobs")
     assert removed == 2 and left == [{"kind": "upload", "state": "cancelled"}]
+
+
+def test_finished_jobs_move_to_a_compact_history_kept_by_count(ledger: Ledger) -> None:
+    """After a while finished jobs leave the queue for the history, which keeps the newest."""
+    for i in range(4):
+        link(ledger, f"{i}.jpg", str(i) * 64)
+        upload(ledger, f"A{i}")
+    clock = ledger.store.clock
+    assert isinstance(clock, FakeClock)
+    clock.now += 3600
+    moved = ledger.prune(before=clock.now - 30 * 86400, keep=5)
+    assert moved == 8
+    assert ledger.store.query("SELECT count(*) AS n FROM jobs")[0]["n"] == 0
+    kept = ledger.store.query("SELECT kind, state FROM job_history ORDER BY id")
+    assert len(kept) == 5 and kept[-1] == {"kind": "upload", "state": "done"}
+
+
+def test_recently_finished_jobs_stay_in_the_queue(ledger: Ledger) -> None:
+    """A job finished minutes ago is still seen in the queue as it ended."""
+    link(ledger, "a.jpg", SHA_A)
+    assert ledger.prune(before=ledger.store.clock() - 30 * 86400) == 0
+    assert states(ledger, JobKind.FILE) == ["done"]
