@@ -21,6 +21,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from syncd.ledger import Ledger
+from syncd.store import Store
+
 PER_DIR = 500
 ACTIVE = "('pending', 'hashing', 'uploading', 'waiting', 'deleting')"
 
@@ -224,3 +227,24 @@ def state_bytes(db: Path) -> dict[str, float]:
         for name, size in db_query(db, "SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
             out[f"bytes_per_file[{name}]"] = int(size) / int(files)  # type: ignore[call-overload]
     return out
+
+
+def state_at_rest(db: Path) -> dict[str, float]:
+    """State bytes per file an hour later: after the daemon's own prune, and compacted.
+
+    A copy is pruned as the daemon's hourly housekeeping would, then vacuumed (the pages
+    freed are what later writes reuse), so this is the size the state settles at.
+    """
+    copy = db.with_name("at-rest.db")
+    with (
+        contextlib.closing(sqlite3.connect(db)) as src,
+        contextlib.closing(sqlite3.connect(copy)) as dst,
+    ):
+        src.backup(dst)
+    later = time.time() + 3600
+    store = Store.open(copy, clock=lambda: later)
+    Ledger(store, {}).prune(later - 30 * 86400)
+    store.close()
+    with contextlib.closing(sqlite3.connect(copy)) as conn:
+        conn.execute("VACUUM")
+    return state_bytes(copy)

@@ -20,6 +20,7 @@ from benchmarks.common import (
     make_tree,
     progress,
     rss_kb,
+    state_at_rest,
     state_bytes,
     wait_uploaded,
     write_config,
@@ -74,6 +75,7 @@ def burst(base: Path, files: int) -> Result:
         counts = daemon.stop()
         remote = len(emulator_state(url)["assets"])  # type: ignore[arg-type]
     state = state_bytes(db)
+    rest = state_at_rest(db)
     return {
         "raw_httpx_files_per_s": files / raw,
         "syncd_files_per_s": files / elapsed,
@@ -85,6 +87,7 @@ def burst(base: Path, files: int) -> Result:
         "rss_burst_peak_mb": peak / 1024,
         "rss_idle_mb_after": idle_after / 1024,
         **{f"state_{k}": v for k, v in state.items()},
+        **{f"state_at_rest_{k}": v for k, v in rest.items()},
     }
 
 
