@@ -6,11 +6,12 @@ python -m benchmarks.scan_proc STATE_DB ROOT   -> JSON: seconds (best of 2), pea
 from __future__ import annotations
 
 import json
-import resource
+import os
 import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import rss_kb
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import FolderConfig
@@ -44,7 +45,8 @@ def main() -> None:
     queued = ledger.outstanding()
     client.close()
     store.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+    peak = rss_kb(os.getpid(), "VmHWM")
     changes = report.new + report.changed + report.gone
     print(json.dumps({"seconds": min(times), "rss_peak_mb": peak / 1024, "queued": queued,
                       "changes": changes}))  # fmt: skip
