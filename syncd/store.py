@@ -362,6 +362,10 @@ class Store:
     def claim(self, kinds: Sequence[JobKind], now: float | None = None) -> Job | None:
         """Take the next due job of these kinds: its in-flight state, ``attempt + 1``."""
         now = self.clock() if now is None else now
+        # A look without the write lock first: an idle worker's empty claim (most claims,
+        # when workers outnumber due jobs) then never queues behind the writers.
+        if not any(self._due(self.conn(), kind, now) for kind in kinds):
+            return None
         with self.write() as conn:
             due = [job for kind in kinds if (job := self._due(conn, kind, now)) is not None]
             if not due:
