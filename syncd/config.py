@@ -77,6 +77,8 @@ class FolderConfig:
     poll_interval_seconds: float = 5.0
     oversize: Literal["fail", "downscale"] = "fail"
     convert: tuple[str, ...] = ()
+    #: Folders nested deeper than this below the root are skipped (with a reason).
+    max_depth: int = 64
 
     @property
     def key(self) -> str:
@@ -307,6 +309,7 @@ _FOLDER: dict[str, Convert] = {
     "poll_interval_seconds": _number(0, inclusive=False),
     "oversize": _choice(*OVERSIZE_POLICIES),
     "convert": _strings(allowed=CONVERTIBLE),
+    "max_depth": _integer(1, 4096),
 }
 _TOP_LEVEL = ("api", "state", "log", "daemon", "folders")
 

@@ -17,9 +17,17 @@ from syncd import plan, scanner
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import FolderConfig
-from syncd.errors import ApiError, AuthError, OutcomeUnknown, RateLimited, TransientError
+from syncd.errors import (
+    ApiError,
+    AuthError,
+    OutcomeUnknown,
+    RateLimited,
+    RootUnavailable,
+    TransientError,
+)
 from syncd.ledger import KEY_PAUSE, Ledger
 from syncd.model import Job
+from syncd.safepath import Root
 from syncd.scanner import RootHealth, RootState
 from syncd.tags import Rules
 
@@ -61,7 +69,9 @@ class Context:
         if row is None:
             row = store.folder_row(folder.key) or {}
         if health is None:
-            health = scanner.root_health(folder.path, expected_dev=row.get("dev"))
+            health = scanner.root_health(
+                folder.path, expected_dev=row.get("dev"), expected_ino=row.get("ino")
+            )
         approved = bool(row.get("approved"))
         if health.absent:
             problem, state = health.reason or "root unavailable", "unavailable"
@@ -77,9 +87,41 @@ class Context:
             problem, state = "root is empty where files were tracked (unmounted?)", "guarded"
         else:
             return None
-        if (row.get("health"), row.get("reason")) != (state, problem):
-            store.set_folder(folder.key, health=state, reason=problem)
+        self._note(folder.key, row, state, problem)
         return problem
+
+    def _note(self, key: str, row: Mapping[str, Any], state: str, reason: str) -> None:
+        """Write a folder's health unless it says so already (status shows it)."""
+        if (row.get("health"), row.get("reason")) != (state, reason):
+            self.ledger.store.set_folder(key, health=state, reason=reason)
+
+    def open_root(self, folder: FolderConfig) -> Root:
+        """The folder's root held open, proven (on the descriptor) to be the folder recorded.
+
+        Everything a job reads is opened beneath it. A root that is missing, or now another
+        folder (renamed away and replaced, a symlink put in its place), raises
+        :class:`RootUnavailable`; the second is also written to the folder's health.
+        """
+        try:
+            root = Root(folder.path)
+        except OSError as exc:
+            raise RootUnavailable(f"root unavailable: {exc.strerror or exc}") from exc
+        row = self.ledger.store.folder_row(folder.key) or {}
+        verdict = scanner.judge_identity(*root.identity, row.get("dev"), row.get("ino"))
+        if verdict.state is RootState.REPLACED:
+            root.close()
+            assert verdict.reason is not None
+            if (row.get("health"), row.get("reason"), row.get("replaced")) != (
+                "unavailable",
+                verdict.reason,
+                1,
+            ):
+                self.ledger.store.set_folder(
+                    folder.key, health="unavailable", reason=verdict.reason, replaced=1
+                )
+            log.warning("folder.replaced", folder=folder.key, reason=verdict.reason)
+            raise RootUnavailable(verdict.reason)
+        return root
 
 
 def api_retry(ctx: Context, job: Job, exc: ApiError, event: str, **where: Any) -> None:
