@@ -92,9 +92,7 @@ def opened(
         os.close(fd)
 
 
-def _check_unchanged(
-    fd: int, root: Root, relpath: str, before: os.stat_result, read: int
-) -> None:
+def _check_unchanged(fd: int, root: Root, relpath: str, before: os.stat_result, read: int) -> None:
     """Raise FileChanged unless the descriptor and a fresh look beneath the root agree."""
     after = os.fstat(fd)
     if _identity(before) != _identity(after) or read != after.st_size:

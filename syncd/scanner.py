@@ -373,7 +373,5 @@ def judge_identity(
         return RootHealth(ok=False, reason=reason, dev=dev, state=RootState.REPLACED, ino=ino)
     if expected_dev is not None and dev != expected_dev:
         reason = f"on another device than before ({dev}, expected {expected_dev})"
-        return RootHealth(
-            ok=False, reason=reason, dev=dev, state=RootState.OTHER_DEVICE, ino=ino
-        )
+        return RootHealth(ok=False, reason=reason, dev=dev, state=RootState.OTHER_DEVICE, ino=ino)
     return RootHealth(ok=True, dev=dev, ino=ino)

@@ -201,8 +201,7 @@ def _too_deep(folder: FolderConfig, skipped: list[str]) -> str | None:
         return None
     first = printable(skipped[0])
     return (
-        f"{len(skipped)} folder(s) deeper than max_depth ({folder.max_depth}) skipped,"
-        f" e.g. {first}"
+        f"{len(skipped)} folder(s) deeper than max_depth ({folder.max_depth}) skipped, e.g. {first}"
     )
 
 

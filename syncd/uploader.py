@@ -39,6 +39,7 @@ from syncd.tags import asset_name, folder_tags
 
 log = structlog.get_logger(__name__)
 
+
 class FileWorkflow:
     """Runs ``file`` jobs."""
 
@@ -134,9 +135,7 @@ class FileWorkflow:
         if self.ctx.ledger.file_gone(job):
             log.info("file.gone", folder=job.folder, path=job.relpath)
 
-    def _hash_and_link(
-        self, job: Job, folder: FolderConfig, file: Opened, stat: FileStat
-    ) -> None:
+    def _hash_and_link(self, job: Job, folder: FolderConfig, file: Opened, stat: FileStat) -> None:
         ctx = self.ctx
         assert job.relpath is not None
         tracked = ctx.ledger.store.get_file(folder.key, job.relpath)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.errors import FileChanged, FileProblem
 from syncd import hashing
+from syncd.errors import FileChanged, FileProblem
 from syncd.hashing import file_stat
 from syncd.safepath import Root
 
