@@ -33,6 +33,7 @@ from syncd.tags import Rules
 
 log = structlog.get_logger(__name__)
 
+EMPTY_ROOT = "root is empty where files were tracked (unmounted?)"
 #: How soon a job held by a root guard looks again.
 ROOT_RETRY_SECONDS = 30.0
 #: How soon a job paused by a rejected key looks again (the daemon probes meanwhile).
@@ -73,8 +74,17 @@ class Context:
                 folder.path, expected_dev=row.get("dev"), expected_ino=row.get("ino")
             )
         approved = bool(row.get("approved"))
+        replaced = 0
         if health.absent:
             problem, state = health.reason or "root unavailable", "unavailable"
+        elif health.state is RootState.REPLACED and not approved:
+            # Another folder at the root's path. Empty, it is what an unmounted drive's
+            # mount point looks like (and has nothing to upload): guarded as such. Holding
+            # anything, it is not ours to read: unavailable until accepted by name.
+            if scanner.is_empty(folder.path, self.rules[folder.key]):
+                problem, state = EMPTY_ROOT, "guarded"
+            else:
+                problem, state, replaced = health.reason or "root replaced", "unavailable", 1
         elif health.state is RootState.OTHER_DEVICE and not approved:
             problem, state = health.reason or "root on another device", "guarded"
         elif (
@@ -84,16 +94,16 @@ class Context:
             and store.tracks_several(folder.key)
             and scanner.is_empty(folder.path, self.rules[folder.key])
         ):
-            problem, state = "root is empty where files were tracked (unmounted?)", "guarded"
+            problem, state = EMPTY_ROOT, "guarded"
         else:
             return None
-        self._note(folder.key, row, state, problem)
+        if (row.get("health"), row.get("reason"), row.get("replaced") or 0) != (
+            state,
+            problem,
+            replaced,
+        ):
+            store.set_folder(folder.key, health=state, reason=problem, replaced=replaced)
         return problem
-
-    def _note(self, key: str, row: Mapping[str, Any], state: str, reason: str) -> None:
-        """Write a folder's health unless it says so already (status shows it)."""
-        if (row.get("health"), row.get("reason")) != (state, reason):
-            self.ledger.store.set_folder(key, health=state, reason=reason)
 
     def open_root(self, folder: FolderConfig) -> Root:
         """The folder's root held open, proven (on the descriptor) to be the folder recorded.
@@ -108,18 +118,10 @@ class Context:
             raise RootUnavailable(f"root unavailable: {exc.strerror or exc}") from exc
         row = self.ledger.store.folder_row(folder.key) or {}
         verdict = scanner.judge_identity(*root.identity, row.get("dev"), row.get("ino"))
-        if verdict.state is RootState.REPLACED:
+        if verdict.state is RootState.REPLACED and not row.get("approved"):
             root.close()
             assert verdict.reason is not None
-            if (row.get("health"), row.get("reason"), row.get("replaced")) != (
-                "unavailable",
-                verdict.reason,
-                1,
-            ):
-                self.ledger.store.set_folder(
-                    folder.key, health="unavailable", reason=verdict.reason, replaced=1
-                )
-            log.warning("folder.replaced", folder=folder.key, reason=verdict.reason)
+            log.info("folder.replaced", folder=folder.key, reason=verdict.reason)
             raise RootUnavailable(verdict.reason)
         return root
 

@@ -72,13 +72,8 @@ class RootHealth:
 
     @property
     def absent(self) -> bool:
-        """Missing, unreadable, not a folder or another folder: nothing in it may be used."""
-        return self.state in (
-            RootState.MISSING,
-            RootState.UNREADABLE,
-            RootState.NOT_A_DIRECTORY,
-            RootState.REPLACED,
-        )
+        """Missing, unreadable or not a folder: nothing in it can be looked at."""
+        return self.state in (RootState.MISSING, RootState.UNREADABLE, RootState.NOT_A_DIRECTORY)
 
 
 @dataclass(frozen=True, slots=True)

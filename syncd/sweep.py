@@ -26,7 +26,6 @@ from syncd.context import Context
 from syncd.errors import RootUnavailable
 from syncd.model import FileStat
 from syncd.safepath import Root
-from syncd.scanner import RootState
 from syncd.tags import Rules, printable
 
 log = structlog.get_logger(__name__)
@@ -64,21 +63,16 @@ class Sweeper:
         health = scanner.root_health(
             folder.path, expected_dev=row.get("dev"), expected_ino=row.get("ino")
         )
+        if health.absent:
+            store.set_folder(folder.key, health="unavailable", reason=health.reason)
+            return _skipped(folder, report, health.reason)
+        report.guard = self.ctx.root_problem(folder, row=row, health=health)
         try:
-            root = None if health.absent else self.ctx.open_root(folder)
-        except RootUnavailable as exc:
-            health = scanner.RootHealth(ok=False, reason=exc.reason, state=RootState.REPLACED)
-            root = None
-        if root is None:
-            return self._skipped(folder, report, health.reason)
+            root = self.ctx.open_root(folder)
+        except RootUnavailable as exc:  # another folder now: root_problem said how it shows
+            return _skipped(folder, report, exc.reason)
         with root:
-            self._walk_root(folder, root, row, health, report)
-        return report
-
-    def _skipped(self, folder: FolderConfig, report: ScanReport, reason: str | None) -> ScanReport:
-        self.ctx.ledger.store.set_folder(folder.key, health="unavailable", reason=reason)
-        report.skipped = reason
-        log.warning("scan.skipped", folder=folder.key, reason=reason)
+            self._walk_root(folder, root, row, report)
         return report
 
     def _walk_root(
@@ -86,13 +80,11 @@ class Sweeper:
         folder: FolderConfig,
         root: Root,
         row: dict[str, Any],
-        health: scanner.RootHealth,
         report: ScanReport,
     ) -> None:
         """Walk beneath the held root and queue what differs from the store."""
         store = self.ctx.ledger.store
         prefix = report.prefix
-        report.guard = self.ctx.root_problem(folder, row=row, health=health)
         walk = _walk(root, folder, prefix, self.ctx.rules[folder.key])
         found, seen = _peek(_entries(walk, prefix))
         tracked = store.iter_tracked(folder.key, prefix)
@@ -179,6 +171,12 @@ class Sweeper:
                 gone.clear()
         if gone:
             ledger.enqueue_paths(folder.key, gone, hold=hold)
+
+
+def _skipped(folder: FolderConfig, report: ScanReport, reason: str | None) -> ScanReport:
+    report.skipped = reason
+    log.warning("scan.skipped", folder=folder.key, reason=reason)
+    return report
 
 
 def _walk(root: Root, folder: FolderConfig, prefix: str, rules: Rules) -> scanner.Scan | None:

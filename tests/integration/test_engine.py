@@ -191,11 +191,7 @@ def test_changes_made_while_stopped_converge_at_start(start_daemon, hot: Path) -
 
 
 def test_removing_the_whole_hot_folder_deletes_nothing_remotely(start_daemon, hot) -> None:
-    """An unmounted root (gone, then another empty folder in its place) holds; none deleted.
-
-    The folder back at the same path is another folder (another inode): unavailable until
-    accepted (``approve-deletes --folder``, which then lets the deletions go).
-    """
+    """An unmounted root (the folder gone, then back empty) holds; no asset is deleted."""
     run: Running = start_daemon()
     for i in range(3):
         write_image(hot / f"{i}.jpg", 20 + i)
@@ -203,23 +199,20 @@ def test_removing_the_whole_hot_folder_deletes_nothing_remotely(start_daemon, ho
     store = run.daemon.store
     assert store is not None
     key = run.config.folders[0].key
-    other = hot.with_name("other")
-    other.mkdir()  # made while the root exists: its inode cannot be the root's, reused
     shutil.rmtree(hot)
     wait_until(
         lambda: (store.folder_row(key) or {}).get("health") == "unavailable",
         message="folder marked unavailable",
     )
-    other.rename(hot)
+    hot.mkdir()
     wait_until(
-        lambda: "another folder" in ((store.folder_row(key) or {}).get("reason") or ""),
-        message="the new folder at the root's path is refused as another folder",
+        lambda: (store.folder_row(key) or {}).get("health") == "guarded",
+        message="the empty root is guarded after it returns",
     )
-    assert (store.folder_row(key) or {}).get("health") == "unavailable"
     held = store.query("SELECT reason FROM jobs WHERE kind = 'file' AND state = 'pending'")
     assert all(r["reason"] is None or r["reason"].startswith("held") for r in held)
     assert len(run.assets()) == 3
-    assert store.query("SELECT count(*) AS n FROM files WHERE folder = ?", (key,))[0]["n"] == 3
+    assert store.tracked_count(key) == 3
     assert run.emulator.stats()["requests"].get("DELETE /v1/assets/{id}", 0) == 0
 
 
