@@ -239,11 +239,8 @@ def _open_state(path: Path) -> Finding:
 
 
 def key_findings(config: Config) -> tuple[list[Finding], ApiKey | None]:
-    """The key's storage, and the key itself when it can be read."""
-    findings = [
-        Finding.problem("key", text, f"chmod 600 {config.source}, or move the key to a file")
-        for text in check_key_storage(config)
-    ]
+    """The key itself when it can be read (a config holding it open to others never loads)."""
+    findings: list[Finding] = []
     try:
         key = require_api_key(config)
     except ConfigError as exc:
@@ -331,20 +328,3 @@ def _root_problem(path: Path) -> str | None:
     if not os.access(path, os.R_OK | os.X_OK):
         return "is not readable by this user (needs read and execute permission)"
     return None
-
-
-def check_key_storage(config: Config) -> list[str]:
-    """An inline key in a config file others can read is as exposed as an open key file."""
-    key, source = config.api.api_key, config.source
-    if key is None or key.origin != "api.api_key" or source is None or os.name != "posix":
-        return []
-    try:
-        mode = stat.S_IMODE(source.stat().st_mode)
-    except OSError:
-        return []
-    if mode & 0o077:
-        return [
-            f"api.api_key: the config {source} holding the key is open to group or others"
-            f" (mode {mode:04o}); chmod 600 {source}, or move the key to api.api_key_file"
-        ]
-    return []
