@@ -23,6 +23,8 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
+from syncd.tags import for_people
+
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("auto", "json", "console")
 MASK = "***"
@@ -173,7 +175,23 @@ def _final_processors(form: str, stream: TextIO) -> list[Processor]:
         colors=bool(isatty and isatty()),
         exception_formatter=structlog.dev.plain_traceback,
     )
-    return [meta, structlog.processors.format_exc_info, _REDACTOR, _Scrubbed(renderer)]
+    return [
+        meta,
+        structlog.processors.format_exc_info,
+        _REDACTOR,
+        _for_people,
+        _Scrubbed(renderer),
+    ]
+
+
+def _for_people(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """Console lines: control characters in values (a file name with ESC) come out escaped."""
+    return {
+        key: for_people(value, keep_newlines=key == "exception")
+        if isinstance(value, str)
+        else value
+        for key, value in event_dict.items()
+    }
 
 
 class _Scrubbed:

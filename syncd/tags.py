@@ -100,6 +100,19 @@ def printable(relpath: str) -> str:
     return relpath.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def for_people(text: str, *, keep_newlines: bool = False) -> str:
+    """Text safe for a terminal: control characters (C0, DEL, C1; ESC among them) and
+    undecodable bytes appear as ``\\xNN``. A file name or a server's error text can then
+    neither move the cursor, recolour, retitle the terminal nor fake a line of output.
+    """
+    pattern = _CONTROLS_BUT_NEWLINE if keep_newlines else _CONTROLS
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", printable(text))
+
+
 @dataclass(frozen=True, slots=True)
 class _Globs:
     """One compiled set of globs: some match the name, some the whole relpath."""

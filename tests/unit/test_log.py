@@ -242,3 +242,14 @@ def test_unknown_level_or_format_is_refused() -> None:
         log.configure(level="loud", stream=io.StringIO())
     with pytest.raises(ValueError, match="format"):
         log.configure(fmt="xml", stream=io.StringIO())
+
+
+def test_console_lines_show_control_characters_escaped() -> None:
+    """An ESC (or any C0/C1 control) in a file name or a server message is printed escaped."""
+    stream = configured(fmt="console")
+    structlog.get_logger("syncd.test").warning(
+        "file.failed", path="red\x1b[31m.jpg", reason="server said \x9b2J\x07 no"
+    )
+    output = stream.getvalue()
+    assert "\x1b" not in output and "\x9b" not in output and "\x07" not in output
+    assert "\\x1b[31m" in output and "x9b2J" in output and "x07 no" in output
