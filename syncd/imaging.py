@@ -15,9 +15,12 @@ Choices worth knowing:
 * Re-encoding applies the EXIF orientation, keeps the EXIF block (orientation reset) and
   an ICC profile that fits the pixels; CMYK goes to sRGB through its own profile.
 * A converted file that is still over the limit follows the folder's ``oversize``.
-* Decoding runs under Pillow's default decompression-bomb limit. The guard reports through
-  the ``warnings`` module, whose filters are process-wide, so decodes take a lock while
-  they turn that one warning into an error.
+* Memory is bounded: the whole prepare step (decode, convert, downscale, encode) runs
+  in one slot (:func:`slot`, reentrant, held by the uploader from reading the source on),
+  so at most one image is in memory at a time; and an image over ``MAX_PIXELS`` is not
+  decoded at all (its size is read from the header first). Pillow's own bomb warning is
+  switched off for that reason: its ``warnings`` filters are process-wide and not
+  thread-safe, so the limit is checked here instead.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import io
 import math
 import struct
 import threading
-import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -71,7 +73,16 @@ _HEIC_EXTRA = "pip install 'syncd[heic]'"
 _ASK_DOWNSCALE = 'set oversize = "downscale" for this folder to send a smaller copy'
 # What Pillow raises on damaged input; none of these is a bug of ours.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
-_decode_lock = threading.Lock()
+#: The largest image decoded (Pillow's default bomb limit): 89.5 megapixels. An 88 MP
+#: TIFF's conversion peaks near 650 MB (README, "Memory"), and only one runs at a time.
+MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+Image.MAX_IMAGE_PIXELS = None  # checked in _decoded, without the warnings module
+_slot = threading.RLock()
+
+
+def slot() -> threading.RLock:
+    """The one prepare slot: hold it from reading a source to having its upload bytes."""
+    return _slot
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,17 @@ def prepare(
     convert: Sequence[str] = (),
     limit: int = MAX_UPLOAD_BYTES,
 ) -> Prepared:
-    """Return what to upload for these file bytes, or raise FileProblem saying why not."""
+    """Return what to upload for these file bytes, or raise FileProblem saying why not.
+
+    Runs in the prepare slot (see :func:`slot`): one image in memory at a time.
+    """
+    with _slot:
+        return _prepare(data, filename, oversize=oversize, convert=convert, limit=limit)
+
+
+def _prepare(
+    data: bytes, filename: str, *, oversize: str, convert: Sequence[str], limit: int
+) -> Prepared:
     check_header(
         data[:HEAD_BYTES], len(data), filename, oversize=oversize, convert=convert, limit=limit
     )
@@ -224,10 +245,10 @@ def _decoded(data: bytes, fmt: str, *, reduce: bool = False) -> Iterator[Image.I
     A reduced JPEG decode still reads the whole entropy-coded stream, so truncation is
     found just the same with a fraction of the memory.
     """
-    with _decode_lock, warnings.catch_warnings(), _as_file_problem():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with _as_file_problem():
         image = Image.open(io.BytesIO(data), formats=[_PILLOW_NAMES[fmt]])
         try:
+            _check_pixels(image)
             if reduce and fmt == "jpeg":
                 image.draft(None, (1, 1))
             image.load()
@@ -238,15 +259,20 @@ def _decoded(data: bytes, fmt: str, *, reduce: bool = False) -> Iterator[Image.I
         yield image
 
 
+def _check_pixels(image: Image.Image) -> None:
+    """Refuse, from the header alone, an image too large to decode within the memory bound."""
+    if image.width * image.height > MAX_PIXELS:
+        raise FileProblem(
+            f"image too large to decode safely ({image.width}x{image.height},"
+            f" over {MAX_PIXELS:,} pixels)"
+        )
+
+
 @contextmanager
 def _as_file_problem() -> Iterator[None]:
     """Pillow's complaints about the content, said as a FileProblem."""
     try:
         yield
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise FileProblem(
-            f"image too large to decode safely (over {Image.MAX_IMAGE_PIXELS:,} pixels)"
-        ) from exc
     except _DECODE_ERRORS as exc:
         detail = str(exc).strip() or type(exc).__name__
         raise FileProblem(f"truncated or corrupt image: {detail}") from exc

@@ -192,18 +192,19 @@ class UploadWorkflow:
         if not self._configured_copy(job):
             ctx.ledger.upload_cancelled(job, "folder no longer configured")
             return
-        source = self._read_source(job, asset["sha256"])
-        if source is None:
-            return
-        folder, relpath, data = source
-        try:
-            prepared = imaging.prepare(
-                data, Path(relpath).name, oversize=folder.oversize, convert=folder.convert
-            )
-        except FileProblem as exc:
-            ctx.ledger.store.transition(job, JobState.FAILED, reason=exc.reason)
-            log.warning("upload.failed", folder=folder.key, path=relpath, reason=exc.reason)
-            return
+        with imaging.slot():  # the source (up to 256 MB) and its re-encode: one at a time
+            source = self._read_source(job, asset["sha256"])
+            if source is None:
+                return
+            folder, relpath, data = source
+            try:
+                prepared = imaging.prepare(
+                    data, Path(relpath).name, oversize=folder.oversize, convert=folder.convert
+                )
+            except FileProblem as exc:
+                ctx.ledger.store.transition(job, JobState.FAILED, reason=exc.reason)
+                log.warning("upload.failed", folder=folder.key, path=relpath, reason=exc.reason)
+                return
         tags = list(json.loads(asset["tags"]))
         if ctx.identity_tag:
             tags.append(identity_tag(asset["sha256"]))
