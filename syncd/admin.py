@@ -47,9 +47,6 @@ class Admin:
             "SELECT * FROM files WHERE asset_key = ? ORDER BY folder, relpath LIMIT ?", (key, limit)
         )
 
-    def asset_by_sha(self, sha256: str) -> list[Row]:
-        return self.store.query("SELECT * FROM assets WHERE sha256 = ?", (sha256,))
-
     # -- operator actions --------------------------------------------------------------
 
     def approve_deletes(self, folder: str | None = None) -> tuple[int, list[str]]:

@@ -109,7 +109,7 @@ def resolve_key(inline: str | None, key_file: Path | None, env: Mapping[str, str
     if value := env.get("SYNCD_API_KEY", "").strip():
         return ApiKey(origin="$SYNCD_API_KEY", value=value)
     if key_file is not None:
-        trusted = credentials is not None and _within(key_file, Path(credentials))
+        trusted = credentials is not None and within(key_file, Path(credentials))
         return ApiKey(origin="api.api_key_file", file=key_file, check_mode=not trusted)
     if credentials and (path := Path(credentials) / "api_key").exists():
         # systemd sets credential files right, and they belong to this service only.
@@ -119,5 +119,6 @@ def resolve_key(inline: str | None, key_file: Path | None, env: Mapping[str, str
     return None
 
 
-def _within(path: Path, root: Path) -> bool:
+def within(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or lies below it (by name)."""
     return path == root or root in path.parents

@@ -27,14 +27,14 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
-from syncd.apikey import ApiKey, resolve_key
+from syncd.apikey import ApiKey, resolve_key, within
 from syncd.errors import ConfigError
+from syncd.tags import DEFAULT_INCLUDE
 
-DEFAULT_INCLUDE = ("*.jpg", "*.jpeg", "*.png", "*.webp")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 OVERSIZE_POLICIES = ("fail", "downscale")
-CONVERTIBLE = ("tiff", "heic")
+CONVERTIBLE = ("tiff", "heic", "avif")
 MAX_CONCURRENCY = 64
 SYSTEM_CONFIG = Path("/etc/syncd/config.toml")
 
@@ -452,21 +452,17 @@ def _folder(table: dict[str, Any], where: str, ctx: _Source) -> FolderConfig:
     return FolderConfig(**values)
 
 
-def _within(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
 def _check_layout(config: Config, ctx: _Source) -> None:
     """Overlapping folders would give a file two owners; a state file inside one is on the share."""
     for (i, a), (j, b) in itertools.combinations(enumerate(config.folders), 2):
-        if _within(a.path, b.path) or _within(b.path, a.path):
+        if within(a.path, b.path) or within(b.path, a.path):
             raise ctx.error(
                 f"folders[{j}].path",
                 f"{b.path} overlaps folders[{i}].path ({a.path}): a file would belong to two"
                 " folders; keep watched folders apart",
             )
     for i, folder in enumerate(config.folders):
-        if _within(config.state.path, folder.path):
+        if within(config.state.path, folder.path):
             raise ctx.error(
                 "state.path",
                 f"{config.state.path} is inside folders[{i}].path ({folder.path}): keep the"

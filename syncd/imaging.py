@@ -38,19 +38,17 @@ from typing import Any
 
 from PIL import Image, ImageCms, ImageOps
 
+from syncd.config import CONVERTIBLE
 from syncd.errors import FileProblem
+from syncd.hashing import MAX_UPLOAD_BYTES
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 HEAD_BYTES = 64  # how much of a file's start check_header needs to tell its format
 
 ACCEPTED = ("jpeg", "png", "webp")
-CONVERTIBLE = ("tiff", "heic", "avif")
-OVERSIZE_CHOICES = ("fail", "downscale")
 
 _CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _SUFFIXES = {"jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"), "png": (".png",), "webp": (".webp",)}
 _PILLOW_NAMES = {fmt: fmt.upper() for fmt in ACCEPTED + CONVERTIBLE} | {"heic": "HEIF"}
-_ALIASES = {"tif": "tiff", "heif": "heic", "jpg": "jpeg"}
 _SIGNATURES = (
     (b"\xff\xd8\xff", "jpeg"),
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -110,14 +108,13 @@ def check_header(
     Spares the uploader reading a large file only to learn it cannot be sent. A format
     listed in ``convert`` is not judged on size here: its re-encoded size is unknown yet.
     """
-    _check_options(oversize, limit)
     if size == 0:
         raise FileProblem("empty file")
     fmt = sniff(head)
     if fmt is None:
         raise FileProblem(_not_an_image(head, filename))
     if fmt not in ACCEPTED:
-        _check_convertible(fmt, _normalise_convert(convert))
+        _check_convertible(fmt, convert)
     elif size > limit and oversize == "fail":
         raise FileProblem(f"too large: {_mb(size)}, {_at_most(limit)}; {_ASK_DOWNSCALE}")
     if size > max(limit, MAX_SOURCE_BYTES):
@@ -181,23 +178,10 @@ def _iso_image_brand(head: bytes) -> str | None:
     return None
 
 
-def _check_options(oversize: str, limit: int) -> None:
-    if oversize not in OVERSIZE_CHOICES:
-        raise ValueError(f"oversize must be one of {OVERSIZE_CHOICES}, not {oversize!r}")
-    if limit <= 0:
-        raise ValueError(f"limit must be positive, not {limit}")
-
-
-def _normalise_convert(convert: Sequence[str]) -> set[str]:
-    """Forgive "TIF", ".tif" or a lone string where a list was meant."""
-    listed = (convert,) if isinstance(convert, str) else convert
-    names = {name.strip().lower().lstrip(".") for name in listed}
-    return {_ALIASES.get(name, name) for name in names}
-
-
-def _check_convertible(fmt: str, convert: set[str]) -> None:
+def _check_convertible(fmt: str, convert: Sequence[str]) -> None:
+    """``convert`` comes checked from the config: a subset of CONVERTIBLE."""
     if fmt not in convert:
-        hint = f'; add "{fmt}" to convert for this folder'
+        hint = f'; add "{fmt}" to convert for this folder' if fmt in CONVERTIBLE else ""
         if fmt == "heic" and not _heif_ready():
             hint += f" and install the heic extra ({_HEIC_EXTRA})"
         raise FileProblem(f"unsupported format {fmt}: the API takes JPEG, PNG, WebP{hint}")

@@ -427,13 +427,6 @@ class Store:
         """Whether two or more files of this folder are tracked (cheap at any size)."""
         return bool(self.query("SELECT 1 FROM files WHERE folder = ? LIMIT 1 OFFSET 1", (folder,)))
 
-    def tracked_count(self, folder: str) -> int:
-        return int(
-            self.query("SELECT count(*) AS n FROM files WHERE folder = ?", (folder,))[0]["n"]
-        )
-
-    # -- meta and folders ------------------------------------------------------------
-
     def set_meta(self, key: str, value: str | None) -> None:
         with self.write() as conn:
             if value is None:

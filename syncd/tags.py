@@ -95,6 +95,10 @@ def is_storable(relpath: str) -> bool:
     return True
 
 
+#: What a folder takes when its ``include`` is not set.
+DEFAULT_INCLUDE = ("*.jpg", "*.jpeg", "*.png", "*.webp")
+
+
 def printable(relpath: str) -> str:
     """A path safe to log: undecodable bytes appear as ``\\xNN`` escapes."""
     return relpath.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -162,7 +166,7 @@ class Rules:
     already refused every ignored parent) that only the last component needs a look.
     """
 
-    include: Sequence[str] = ("*.jpg", "*.jpeg", "*.png", "*.webp")
+    include: Sequence[str] = DEFAULT_INCLUDE
     exclude: Sequence[str] = ()
     _include: _Globs | None = field(init=False, repr=False, compare=False)
     _exclude_files: _Globs = field(init=False, repr=False, compare=False)

@@ -53,7 +53,7 @@ def track_everything(config: Config) -> int:
         files = FileWorkflow(sweeper.ctx)
         while (job := store.claim([JobKind.FILE])) is not None:
             files.run(job)
-        return store.tracked_count(config.folders[0].key)
+        return len(store.query("SELECT 1 FROM files WHERE folder = ?", (config.folders[0].key,)))
 
 
 def write_config(where: Path, hot: Path) -> Config:
