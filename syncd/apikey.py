@@ -45,6 +45,16 @@ class ApiKey:
         self._seen: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
+    def known(self) -> str:
+        """The key as last read, without touching the file: for the log redactor, which
+        asks on every line. Every value ever sent was read through :meth:`reveal` first, so
+        it is known here; before the first read, the file is read once.
+        """
+        value = self._value
+        if value is None:
+            return self.reveal()
+        return value
+
     def reveal(self) -> str:
         if self.file is None:
             assert self._value is not None

@@ -56,7 +56,7 @@ def load_config(config_path: Path | None) -> Config:
     config = load(find_config_path(config_path))
     log.configure(config.log.level, config.log.format)
     if config.api.api_key is not None:
-        log.add_secret(config.api.api_key.reveal)
+        log.add_secret(config.api.api_key.known)
     return config
 
 

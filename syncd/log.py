@@ -60,8 +60,9 @@ def _is_sensitive(name: str) -> bool:
 class Redactor:
     """A structlog processor that masks secrets; providers are asked on every event.
 
-    A provider (``ApiKey.reveal``) may return a new key after a rotation: every value it
-    ever returned stays masked, since older log lines and retries may still carry it.
+    A provider (``ApiKey.known``: no file access, for it runs on every line) may return a
+    new key after a rotation: every value it ever returned stays masked, since older log
+    lines and retries may still carry it.
     """
 
     def __init__(self) -> None:

@@ -253,3 +253,30 @@ def test_console_lines_show_control_characters_escaped() -> None:
     output = stream.getvalue()
     assert "\x1b" not in output and "\x9b" not in output and "\x07" not in output
     assert "\\x1b[31m" in output and "x9b2J" in output and "x07 no" in output
+
+
+def test_the_redactor_does_not_look_at_the_key_file_per_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Log lines are masked from the key as last read: no stat (or lock) of its file each line."""
+    from syncd.apikey import ApiKey
+
+    key_file = tmp_path / "api_key"
+    key_file.write_text(SECRET)
+    key_file.chmod(0o600)
+    key = ApiKey(origin="api.api_key_file", file=key_file)
+    stream = configured(fmt="json", secrets=[key.known])
+    looked: list[Path] = []
+    real_stat = Path.stat
+
+    def counting_stat(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == key_file:
+            looked.append(self)
+        return real_stat(self, *args, **kwargs)
+
+    structlog.get_logger("syncd.test").info("first", detail=f"key {SECRET}")
+    monkeypatch.setattr(Path, "stat", counting_stat)
+    for _ in range(50):
+        structlog.get_logger("syncd.test").info("again", detail=f"key {SECRET}")
+    assert looked == []
+    assert SECRET not in stream.getvalue()
