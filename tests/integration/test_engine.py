@@ -224,6 +224,7 @@ def test_sync_does_one_pass_and_exits_0(tmp_path: Path, emulator, hot: Path, cli
     write_image(hot / "two.jpg", 41)
     conf = tmp_path / "sync.toml"
     conf.write_text(config_text(emulator.base_url, [hot], tmp_path / "sync-state.db", settle=0))
+    conf.chmod(0o600)
     first = cli("sync", "-c", conf)
     assert first.returncode == 0, first.stderr
     assert sorted(a["name"] for a in emulator.assets()) == ["one", "two"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import grp
 import hashlib
+import json
 import os
 import pwd
 import signal
@@ -202,6 +203,16 @@ def drop_image(studio: Studio, path: Path, seed: int) -> bytes:
     return data
 
 
+def events(daemon: DaemonProcess) -> dict[str, int]:
+    """How often the daemon logged each event (its log is JSON lines): the test's figures."""
+    counts: dict[str, int] = {}
+    for line in daemon.log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            event = json.loads(line).get("event", "?")
+            counts[event] = counts.get(event, 0) + 1
+    return counts
+
+
 def alive(daemon: DaemonProcess) -> bool:
     if daemon.process.poll() is not None:
         raise AssertionError("the daemon exited:\n" + daemon.log.read_text()[-4000:])
@@ -234,6 +245,10 @@ def test_links_out_and_a_folder_swapped_for_a_link_upload_nothing_private(
     time.sleep(3)  # and a few more seconds for any late job; nothing may appear
     assert studio.leaked() == set()
     alive(daemon)
+    seen = events(daemon)
+    print(
+        "links and swap:", {k: seen.get(k, 0) for k in ("file.failed", "file.gone", "upload.done")}
+    )
 
 
 def test_a_folder_and_a_link_swapped_in_a_loop_while_hashing_leak_nothing(
@@ -267,6 +282,13 @@ def test_a_folder_and_a_link_swapped_in_a_loop_while_hashing_leak_nothing(
     time.sleep(2)
     assert studio.leaked() == set()
     assert sha(own) in studio.uploaded()
+    seen = events(daemon)
+    print(
+        "swap loop:",
+        {k: seen.get(k, 0) for k in ("file.linked", "file.gone", "file.changed_while_read")},
+        "uploads:",
+        len(studio.uploaded()),
+    )
 
 
 def test_a_root_replaced_by_a_link_is_unavailable_and_uploads_nothing(
