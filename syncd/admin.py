@@ -67,9 +67,6 @@ class Admin:
             "SELECT * FROM files WHERE asset_key = ? ORDER BY folder, relpath LIMIT ?", (key, limit)
         )
 
-    def asset_by_sha(self, sha256: str) -> list[Row]:
-        return self.store.query("SELECT * FROM assets WHERE sha256 = ?", (sha256,))
-
     # -- operator actions --------------------------------------------------------------
 
     def approve_deletes(self, folder: str | None = None) -> tuple[int, list[str]]:
@@ -92,6 +89,8 @@ class Admin:
                     (folder, folder),
                 )
             ]
+            if folder:
+                guarded += self._accept_replaced(conn, folder)
             # Only a guarded root (empty, or on a new device) is accepted: approving must
             # never switch the guard off for a root that is missing right now.
             conn.execute(
@@ -100,6 +99,21 @@ class Admin:
                 (folder, folder),
             )
         return len(jobs), guarded
+
+    @staticmethod
+    def _accept_replaced(conn: Any, folder: str) -> list[str]:
+        """Accept a root that now resolves to another folder (named with ``--folder`` only).
+
+        Its recorded identity is forgotten and it becomes guarded and approved: the next
+        scan records the folder it is now, and the guard's usual rules apply from there.
+        """
+        done = conn.execute(
+            "UPDATE folders SET ino = NULL, dev = NULL, replaced = 0, health = 'guarded',"
+            " approved = 0, reason = 'accepted as replaced; waiting for its scan'"
+            " WHERE key = ? AND replaced = 1",
+            (folder,),
+        ).rowcount
+        return [folder] if done else []
 
     def retry_failed(self, relpaths: Sequence[str] = ()) -> int:
         """Put failed jobs (all, or those for these paths) back in the queue."""

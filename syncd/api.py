@@ -25,6 +25,7 @@ import httpx
 import structlog
 
 from syncd import __version__
+from syncd.config import insecure_host
 from syncd.errors import (
     ApiError,
     AuthError,
@@ -247,8 +248,9 @@ def _check_base_url(base_url: str) -> None:
         raise ConfigError("not a URL", key="api.base_url") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigError("must be an http(s) URL with a host", key="api.base_url")
-    if url.scheme == "http" and url.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("api.insecure_base_url", host=url.host)
+    if (host := insecure_host(base_url)) is not None:
+        # Only with api.allow_insecure_http (the config refuses it otherwise): every start.
+        log.warning("api.insecure_http", host=host, hint="the API key travels unencrypted")
 
 
 class AssetsClient:

@@ -45,6 +45,16 @@ class ApiKey:
         self._seen: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
+    def known(self) -> str:
+        """The key as last read, without touching the file: for the log redactor, which
+        asks on every line. Every value ever sent was read through :meth:`reveal` first, so
+        it is known here; before the first read, the file is read once.
+        """
+        value = self._value
+        if value is None:
+            return self.reveal()
+        return value
+
     def reveal(self) -> str:
         if self.file is None:
             assert self._value is not None
@@ -109,7 +119,7 @@ def resolve_key(inline: str | None, key_file: Path | None, env: Mapping[str, str
     if value := env.get("SYNCD_API_KEY", "").strip():
         return ApiKey(origin="$SYNCD_API_KEY", value=value)
     if key_file is not None:
-        trusted = credentials is not None and _within(key_file, Path(credentials))
+        trusted = credentials is not None and within(key_file, Path(credentials))
         return ApiKey(origin="api.api_key_file", file=key_file, check_mode=not trusted)
     if credentials and (path := Path(credentials) / "api_key").exists():
         # systemd sets credential files right, and they belong to this service only.
@@ -119,5 +129,6 @@ def resolve_key(inline: str | None, key_file: Path | None, env: Mapping[str, str
     return None
 
 
-def _within(path: Path, root: Path) -> bool:
+def within(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or lies below it (by name)."""
     return path == root or root in path.parents

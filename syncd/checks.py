@@ -26,6 +26,8 @@ from syncd.store import Store
 from syncd.tags import Rules
 
 INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
+#: With 1 (the default of most distributions) nobody can hard-link a file they cannot read.
+PROTECTED_HARDLINKS = Path("/proc/sys/fs/protected_hardlinks")
 #: Above this share of the per-user limit, other programs of the same user may take the rest.
 WATCH_WARN_SHARE = 0.8
 #: The API probe waits no longer than this, whatever ``api.timeout_seconds`` says.
@@ -52,9 +54,15 @@ class Finding:
         return cls(check, text, fix, Level.PROBLEM)
 
 
-def run_all(config: Config, *, inotify_limit: Path = INOTIFY_LIMIT) -> list[Finding]:
+def run_all(
+    config: Config,
+    *,
+    inotify_limit: Path = INOTIFY_LIMIT,
+    hardlinks: Path = PROTECTED_HARDLINKS,
+) -> list[Finding]:
     """Every check, in the order a person would fix things."""
-    findings = [*folder_findings(config), *watch_findings(config, inotify_limit)]
+    findings = [*folder_findings(config), *root_findings(config)]
+    findings += [*watch_findings(config, inotify_limit), *hardlink_findings(hardlinks)]
     findings += state_findings(config.state.path)
     key_results, key = key_findings(config)
     findings += key_results
@@ -96,6 +104,53 @@ def _folder_fix(folder: FolderConfig) -> str:
         f"let the user syncd runs as read it: e.g. chgrp -R hotfolders {path} &&"
         f" chmod -R g+rX {path} (and search permission on every parent folder)"
     )
+
+
+def root_findings(config: Config) -> list[Finding]:
+    """Roots the state database holds as replaced (another folder at the path now)."""
+    if not config.state.path.exists():
+        return []
+    try:
+        store = Store.open_readonly(config.state.path)
+    except StoreError:
+        return []  # state_findings says what is wrong with it
+    try:
+        rows = {r["key"]: r for r in store.query("SELECT * FROM folders WHERE replaced = 1")}
+    except StoreError:
+        return []  # a database from before the root identity was recorded
+    finally:
+        store.close()
+    return [
+        Finding.problem(
+            "folders",
+            f"folders[{i}].path {folder.path}: {rows[folder.key]['reason']}",
+            "look at what the path holds now; if it is the folder you mean, run"
+            f" syncd approve-deletes --folder {folder.path}",
+        )
+        for i, folder in enumerate(config.folders)
+        if folder.key in rows
+    ]
+
+
+def hardlink_findings(path: Path) -> list[Finding]:
+    """A hard link cannot be told from a copy: the kernel must refuse links to others' files."""
+    try:
+        value = path.read_text().strip()
+    except OSError:
+        return [Finding("kernel", f"fs.protected_hardlinks is not readable here ({path})")]
+    if value != "0":
+        return [Finding("kernel", f"fs.protected_hardlinks = {value}")]
+    setting = "fs.protected_hardlinks=1"
+    return [
+        Finding(
+            "kernel",
+            "fs.protected_hardlinks = 0: anyone who may write a hot folder can hard-link into"
+            " it a file they cannot read but syncd can, and syncd would upload it",
+            f"sudo sysctl {setting}, and to keep it: echo {setting} |"
+            " sudo tee /etc/sysctl.d/60-syncd.conf",
+            Level.WARNING,
+        )
+    ]
 
 
 # --- inotify --------------------------------------------------------------------------
@@ -239,11 +294,8 @@ def _open_state(path: Path) -> Finding:
 
 
 def key_findings(config: Config) -> tuple[list[Finding], ApiKey | None]:
-    """The key's storage, and the key itself when it can be read."""
-    findings = [
-        Finding.problem("key", text, f"chmod 600 {config.source}, or move the key to a file")
-        for text in check_key_storage(config)
-    ]
+    """The key itself when it can be read (a config holding it open to others never loads)."""
+    findings: list[Finding] = []
     try:
         key = require_api_key(config)
     except ConfigError as exc:
@@ -331,20 +383,3 @@ def _root_problem(path: Path) -> str | None:
     if not os.access(path, os.R_OK | os.X_OK):
         return "is not readable by this user (needs read and execute permission)"
     return None
-
-
-def check_key_storage(config: Config) -> list[str]:
-    """An inline key in a config file others can read is as exposed as an open key file."""
-    key, source = config.api.api_key, config.source
-    if key is None or key.origin != "api.api_key" or source is None or os.name != "posix":
-        return []
-    try:
-        mode = stat.S_IMODE(source.stat().st_mode)
-    except OSError:
-        return []
-    if mode & 0o077:
-        return [
-            f"api.api_key: the config {source} holding the key is open to group or others"
-            f" (mode {mode:04o}); chmod 600 {source}, or move the key to api.api_key_file"
-        ]
-    return []

@@ -56,7 +56,7 @@ def load_config(config_path: Path | None) -> Config:
     config = load(find_config_path(config_path))
     log.configure(config.log.level, config.log.format)
     if config.api.api_key is not None:
-        log.add_secret(config.api.api_key.reveal)
+        log.add_secret(config.api.api_key.known)
     return config
 
 
@@ -218,6 +218,7 @@ def check(config_path: Path | None) -> None:
     from rich.markup import escape
 
     from syncd import checks
+    from syncd.tags import for_people
 
     with _errors():
         config = load_config(config_path)
@@ -229,11 +230,13 @@ def check(config_path: Path | None) -> None:
         "problem": "[red]PROBLEM[/]",
     }
     source = config.source.absolute() if config.source else "(defaults)"
-    console.print(f"{marks['ok']}  config   {escape(str(source))}")
+    console.print(f"{marks['ok']}  config   {escape(for_people(str(source)))}")
     for finding in findings:
-        console.print(f"{marks[finding.level]}  {finding.check:<8} {escape(finding.text)}")
+        console.print(
+            f"{marks[finding.level]}  {finding.check:<8} {escape(for_people(finding.text))}"
+        )
         if finding.fix:
-            console.print(f"{'':9}  fix: {escape(finding.fix)}")
+            console.print(f"{'':9}  fix: {escape(for_people(finding.fix))}")
     sys.exit(EXIT_FAILED if checks.failed(findings) else 0)
 
 

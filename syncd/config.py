@@ -12,10 +12,12 @@ restart.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import itertools
 import json
 import math
 import os
+import stat
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,14 +27,14 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
-from syncd.apikey import ApiKey, resolve_key
+from syncd.apikey import ApiKey, resolve_key, within
 from syncd.errors import ConfigError
+from syncd.tags import DEFAULT_INCLUDE
 
-DEFAULT_INCLUDE = ("*.jpg", "*.jpeg", "*.png", "*.webp")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 OVERSIZE_POLICIES = ("fail", "downscale")
-CONVERTIBLE = ("tiff", "heic")
+CONVERTIBLE = ("tiff", "heic", "avif")
 MAX_CONCURRENCY = 64
 SYSTEM_CONFIG = Path("/etc/syncd/config.toml")
 
@@ -45,6 +47,8 @@ class ApiConfig:
     timeout_seconds: float = 30.0
     concurrency: int = 4
     identity_tag: bool = True
+    #: ``http://`` to a host other than this machine sends the key in clear: opt in only.
+    allow_insecure_http: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class FolderConfig:
     poll_interval_seconds: float = 5.0
     oversize: Literal["fail", "downscale"] = "fail"
     convert: tuple[str, ...] = ()
+    #: Folders nested deeper than this below the root are skipped (with a reason).
+    max_depth: int = 64
 
     @property
     def key(self) -> str:
@@ -136,11 +142,26 @@ def load(path: Path, *, env: Mapping[str, str] | None = None) -> Config:
     """Read and check the config file at ``path``."""
     try:
         text = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode
     except OSError as exc:
         raise ConfigError(f"cannot read the config: {exc.strerror}", file=str(path)) from None
     except UnicodeDecodeError:
         raise ConfigError("the config is not UTF-8 text", file=str(path)) from None
-    return parse(text, source=path, env=env)
+    config = parse(text, source=path, env=env)
+    if os.name == "posix" and mode & 0o077 and _holds_key(text):
+        raise ConfigError(
+            f"api.api_key: the config file holds the API key and is open to group or others"
+            f" (mode {stat.S_IMODE(mode):04o}); run chmod 600 {path}, or move the key to"
+            " api.api_key_file",
+            key="api.api_key",
+            file=str(path),
+        )
+    return config
+
+
+def _holds_key(text: str) -> bool:
+    api = tomllib.loads(text).get("api")
+    return isinstance(api, dict) and "api_key" in api
 
 
 def parse(text: str, *, source: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -249,9 +270,30 @@ def _choice(*options: str, fold_case: bool = False) -> Convert:
 
 def _url(value: Any) -> str:
     parts = urlsplit(_text(value))
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise _Invalid(f'must be an http(s) URL like "https://host", got {_describe(value)}')
     return str(value).rstrip("/")
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a host name or address means this machine (the key then never leaves it)."""
+    if not host:
+        return False
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_host(base_url: str) -> str | None:
+    """The host an ``http://`` base URL would send the key to in clear, or None."""
+    parts = urlsplit(base_url)
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return parts.hostname
+    return None
 
 
 def _path(value: Any) -> Path:
@@ -287,6 +329,7 @@ _API: dict[str, Convert] = {
     "timeout_seconds": _number(0, inclusive=False),
     "concurrency": _integer(1, MAX_CONCURRENCY),
     "identity_tag": _boolean,
+    "allow_insecure_http": _boolean,
 }
 _STATE: dict[str, Convert] = {"path": _path}
 _LOG: dict[str, Convert] = {
@@ -307,6 +350,7 @@ _FOLDER: dict[str, Convert] = {
     "poll_interval_seconds": _number(0, inclusive=False),
     "oversize": _choice(*OVERSIZE_POLICIES),
     "convert": _strings(allowed=CONVERTIBLE),
+    "max_depth": _integer(1, 4096),
 }
 _TOP_LEVEL = ("api", "state", "log", "daemon", "folders")
 
@@ -346,7 +390,19 @@ def _build(raw: dict[str, Any], ctx: _Source, source: Path | None) -> Config:
         source=source,
     )
     _check_layout(config, ctx)
+    _check_transport(config, ctx)
     return config
+
+
+def _check_transport(config: Config, ctx: _Source) -> None:
+    """The key travels in every request: plain http only to this machine, unless opted in."""
+    host = insecure_host(config.api.base_url)
+    if host is not None and not config.api.allow_insecure_http:
+        raise ctx.error(
+            "api.base_url",
+            f"http:// would send the API key unencrypted to {host}; use https://, or set"
+            " api.allow_insecure_http = true if the network between is trusted",
+        )
 
 
 def _suggest(name: str, known: Sequence[str]) -> str:
@@ -396,21 +452,17 @@ def _folder(table: dict[str, Any], where: str, ctx: _Source) -> FolderConfig:
     return FolderConfig(**values)
 
 
-def _within(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
 def _check_layout(config: Config, ctx: _Source) -> None:
     """Overlapping folders would give a file two owners; a state file inside one is on the share."""
     for (i, a), (j, b) in itertools.combinations(enumerate(config.folders), 2):
-        if _within(a.path, b.path) or _within(b.path, a.path):
+        if within(a.path, b.path) or within(b.path, a.path):
             raise ctx.error(
                 f"folders[{j}].path",
                 f"{b.path} overlaps folders[{i}].path ({a.path}): a file would belong to two"
                 " folders; keep watched folders apart",
             )
     for i, folder in enumerate(config.folders):
-        if _within(config.state.path, folder.path):
+        if within(config.state.path, folder.path):
             raise ctx.error(
                 "state.path",
                 f"{config.state.path} is inside folders[{i}].path ({folder.path}): keep the"

@@ -17,9 +17,17 @@ from syncd import plan, scanner
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import FolderConfig
-from syncd.errors import ApiError, AuthError, OutcomeUnknown, RateLimited, TransientError
+from syncd.errors import (
+    ApiError,
+    AuthError,
+    OutcomeUnknown,
+    RateLimited,
+    RootUnavailable,
+    TransientError,
+)
 from syncd.ledger import KEY_PAUSE, Ledger
 from syncd.model import Job
+from syncd.safepath import Root
 from syncd.scanner import RootHealth, RootState
 from syncd.tags import Rules
 
@@ -61,25 +69,52 @@ class Context:
         if row is None:
             row = store.folder_row(folder.key) or {}
         if health is None:
-            health = scanner.root_health(folder.path, expected_dev=row.get("dev"))
+            health = scanner.root_health(
+                folder.path, expected_dev=row.get("dev"), expected_ino=row.get("ino")
+            )
         facts = plan.RootFacts(
             absent=health.absent,
             other_device=health.state is RootState.OTHER_DEVICE,
+            replaced=health.state is RootState.REPLACED,
             approved=bool(row.get("approved")),
             reason=health.reason,
         )
         if plan.root_needs_listing(facts):
-            emptied = store.tracks_several(folder.key) and scanner.is_empty(
-                folder.path, self.rules[folder.key]
-            )
+            several = facts.replaced or store.tracks_several(folder.key)
+            emptied = several and scanner.is_empty(folder.path, self.rules[folder.key])
             facts = replace(facts, emptied=emptied)
         decided = plan.root_problem(facts)
         if decided is None:
             return None
         problem, state = decided
-        if (row.get("health"), row.get("reason")) != (state, problem):
-            store.set_folder(folder.key, health=state, reason=problem)
+        replaced = int(facts.replaced and state == "unavailable")
+        if (row.get("health"), row.get("reason"), row.get("replaced") or 0) != (
+            state,
+            problem,
+            replaced,
+        ):
+            store.set_folder(folder.key, health=state, reason=problem, replaced=replaced)
         return problem
+
+    def open_root(self, folder: FolderConfig) -> Root:
+        """The folder's root held open, proven (on the descriptor) to be the folder recorded.
+
+        Everything a job reads is opened beneath it. A root that is missing, or now another
+        folder (renamed away and replaced, a symlink put in its place), raises
+        :class:`RootUnavailable`; the second is also written to the folder's health.
+        """
+        try:
+            root = Root(folder.path)
+        except OSError as exc:
+            raise RootUnavailable(f"root unavailable: {exc.strerror or exc}") from exc
+        row = self.ledger.store.folder_row(folder.key) or {}
+        verdict = scanner.judge_identity(*root.identity, row.get("dev"), row.get("ino"))
+        if verdict.state is RootState.REPLACED and not row.get("approved"):
+            root.close()
+            assert verdict.reason is not None
+            log.info("folder.replaced", folder=folder.key, reason=verdict.reason)
+            raise RootUnavailable(verdict.reason)
+        return root
 
 
 def api_retry(ctx: Context, job: Job, exc: ApiError, event: str, **where: Any) -> None:

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -209,18 +210,29 @@ class Daemon:
                 self._heartbeat()
 
     def _maintain(self) -> None:
-        """One pass of housekeeping; a failure here is logged, never fatal."""
+        """One pass of housekeeping; each folder's failure is its own, none is fatal.
+
+        Nothing a hot folder holds may delay another folder's watch or scan, the key
+        probe or pruning: each step runs in its own ``try``.
+        """
+        for folder in self.config.folders:
+            self._isolated(self._maintain_folder, folder, folder=folder.key)
+        self._isolated(self._probe_key)
+        self._isolated(self._prune)
+
+    def _maintain_folder(self, folder: FolderConfig) -> None:
+        self.intake.ensure_watcher(folder)
+        self._periodic_rescan(folder)
+        self._scan_if_approved(folder)
+
+    @staticmethod
+    def _isolated(step: Callable[..., None], *args: Any, **where: str) -> None:
         try:
-            for folder in self.config.folders:
-                self.intake.ensure_watcher(folder)
-                self._periodic_rescan(folder)
-                self._scan_if_approved(folder)
-            self._probe_key()
-            self._prune()
+            step(*args)
         except StoreError as exc:
-            log.warning("daemon.maintain_failed", error=str(exc))
+            log.warning("daemon.maintain_failed", error=str(exc), **where)
         except Exception:
-            log.exception("daemon.maintain_failed")
+            log.exception("daemon.maintain_failed", **where)
 
     def _prune(self) -> None:
         """Once an hour, forget finished jobs older than a month: the queue stays small."""

@@ -12,6 +12,7 @@
     │   └── StaleAttempt       an attempt that is no longer current tried to record
     ├── FileProblem            a local file that cannot be uploaded as it is (permanent)
     │   └── FileChanged        the file changed while it was read: start again (transient)
+    ├── RootUnavailable        a hot folder's root is missing or is not the folder recorded
     └── ApiError               the Assets API, by class of answer
         ├── AuthError          401/403: the key is not accepted; pause, keep every job
         ├── PermanentError     400/413/415/422: this content will never go up as it is
@@ -78,6 +79,14 @@ class FileProblem(SyncdError):
 
 class FileChanged(FileProblem):
     """The file changed while it was being read; it is looked at again once settled."""
+
+
+class RootUnavailable(SyncdError):
+    """A hot folder's root cannot be used now (missing, or another folder than recorded)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ApiError(SyncdError):

@@ -15,9 +15,12 @@ Choices worth knowing:
 * Re-encoding applies the EXIF orientation, keeps the EXIF block (orientation reset) and
   an ICC profile that fits the pixels; CMYK goes to sRGB through its own profile.
 * A converted file that is still over the limit follows the folder's ``oversize``.
-* Decoding runs under Pillow's default decompression-bomb limit. The guard reports through
-  the ``warnings`` module, whose filters are process-wide, so decodes take a lock while
-  they turn that one warning into an error.
+* Memory is bounded: the whole prepare step (decode, convert, downscale, encode) runs
+  in one slot (:func:`slot`, reentrant, held by the uploader from reading the source on),
+  so at most one image is in memory at a time; and an image over ``MAX_PIXELS`` is not
+  decoded at all (its size is read from the header first). Pillow's own bomb warning is
+  switched off for that reason: its ``warnings`` filters are process-wide and not
+  thread-safe, so the limit is checked here instead.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import io
 import math
 import struct
 import threading
-import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,19 +38,17 @@ from typing import Any
 
 from PIL import Image, ImageCms, ImageOps
 
+from syncd.config import CONVERTIBLE
 from syncd.errors import FileProblem
+from syncd.hashing import MAX_UPLOAD_BYTES
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 HEAD_BYTES = 64  # how much of a file's start check_header needs to tell its format
 
 ACCEPTED = ("jpeg", "png", "webp")
-CONVERTIBLE = ("tiff", "heic", "avif")
-OVERSIZE_CHOICES = ("fail", "downscale")
 
 _CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _SUFFIXES = {"jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"), "png": (".png",), "webp": (".webp",)}
 _PILLOW_NAMES = {fmt: fmt.upper() for fmt in ACCEPTED + CONVERTIBLE} | {"heic": "HEIF"}
-_ALIASES = {"tif": "tiff", "heif": "heic", "jpg": "jpeg"}
 _SIGNATURES = (
     (b"\xff\xd8\xff", "jpeg"),
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -71,7 +71,16 @@ _HEIC_EXTRA = "pip install 'syncd[heic]'"
 _ASK_DOWNSCALE = 'set oversize = "downscale" for this folder to send a smaller copy'
 # What Pillow raises on damaged input; none of these is a bug of ours.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
-_decode_lock = threading.Lock()
+#: The largest image decoded (Pillow's default bomb limit): 89.5 megapixels. An 88 MP
+#: TIFF's conversion peaks near 650 MB (README, "Memory"), and only one runs at a time.
+MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+Image.MAX_IMAGE_PIXELS = None  # checked in _decoded, without the warnings module
+_slot = threading.RLock()
+
+
+def slot() -> threading.RLock:
+    """The one prepare slot: hold it from reading a source to having its upload bytes."""
+    return _slot
 
 
 @dataclass(frozen=True)
@@ -99,14 +108,13 @@ def check_header(
     Spares the uploader reading a large file only to learn it cannot be sent. A format
     listed in ``convert`` is not judged on size here: its re-encoded size is unknown yet.
     """
-    _check_options(oversize, limit)
     if size == 0:
         raise FileProblem("empty file")
     fmt = sniff(head)
     if fmt is None:
         raise FileProblem(_not_an_image(head, filename))
     if fmt not in ACCEPTED:
-        _check_convertible(fmt, _normalise_convert(convert))
+        _check_convertible(fmt, convert)
     elif size > limit and oversize == "fail":
         raise FileProblem(f"too large: {_mb(size)}, {_at_most(limit)}; {_ASK_DOWNSCALE}")
     if size > max(limit, MAX_SOURCE_BYTES):
@@ -124,7 +132,17 @@ def prepare(
     convert: Sequence[str] = (),
     limit: int = MAX_UPLOAD_BYTES,
 ) -> Prepared:
-    """Return what to upload for these file bytes, or raise FileProblem saying why not."""
+    """Return what to upload for these file bytes, or raise FileProblem saying why not.
+
+    Runs in the prepare slot (see :func:`slot`): one image in memory at a time.
+    """
+    with _slot:
+        return _prepare(data, filename, oversize=oversize, convert=convert, limit=limit)
+
+
+def _prepare(
+    data: bytes, filename: str, *, oversize: str, convert: Sequence[str], limit: int
+) -> Prepared:
     check_header(
         data[:HEAD_BYTES], len(data), filename, oversize=oversize, convert=convert, limit=limit
     )
@@ -160,23 +178,10 @@ def _iso_image_brand(head: bytes) -> str | None:
     return None
 
 
-def _check_options(oversize: str, limit: int) -> None:
-    if oversize not in OVERSIZE_CHOICES:
-        raise ValueError(f"oversize must be one of {OVERSIZE_CHOICES}, not {oversize!r}")
-    if limit <= 0:
-        raise ValueError(f"limit must be positive, not {limit}")
-
-
-def _normalise_convert(convert: Sequence[str]) -> set[str]:
-    """Forgive "TIF", ".tif" or a lone string where a list was meant."""
-    listed = (convert,) if isinstance(convert, str) else convert
-    names = {name.strip().lower().lstrip(".") for name in listed}
-    return {_ALIASES.get(name, name) for name in names}
-
-
-def _check_convertible(fmt: str, convert: set[str]) -> None:
+def _check_convertible(fmt: str, convert: Sequence[str]) -> None:
+    """``convert`` comes checked from the config: a subset of CONVERTIBLE."""
     if fmt not in convert:
-        hint = f'; add "{fmt}" to convert for this folder'
+        hint = f'; add "{fmt}" to convert for this folder' if fmt in CONVERTIBLE else ""
         if fmt == "heic" and not _heif_ready():
             hint += f" and install the heic extra ({_HEIC_EXTRA})"
         raise FileProblem(f"unsupported format {fmt}: the API takes JPEG, PNG, WebP{hint}")
@@ -224,10 +229,10 @@ def _decoded(data: bytes, fmt: str, *, reduce: bool = False) -> Iterator[Image.I
     A reduced JPEG decode still reads the whole entropy-coded stream, so truncation is
     found just the same with a fraction of the memory.
     """
-    with _decode_lock, warnings.catch_warnings(), _as_file_problem():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with _as_file_problem():
         image = Image.open(io.BytesIO(data), formats=[_PILLOW_NAMES[fmt]])
         try:
+            _check_pixels(image)
             if reduce and fmt == "jpeg":
                 image.draft(None, (1, 1))
             image.load()
@@ -238,15 +243,20 @@ def _decoded(data: bytes, fmt: str, *, reduce: bool = False) -> Iterator[Image.I
         yield image
 
 
+def _check_pixels(image: Image.Image) -> None:
+    """Refuse, from the header alone, an image too large to decode within the memory bound."""
+    if image.width * image.height > MAX_PIXELS:
+        raise FileProblem(
+            f"image too large to decode safely ({image.width}x{image.height},"
+            f" over {MAX_PIXELS:,} pixels)"
+        )
+
+
 @contextmanager
 def _as_file_problem() -> Iterator[None]:
     """Pillow's complaints about the content, said as a FileProblem."""
     try:
         yield
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise FileProblem(
-            f"image too large to decode safely (over {Image.MAX_IMAGE_PIXELS:,} pixels)"
-        ) from exc
     except _DECODE_ERRORS as exc:
         detail = str(exc).strip() or type(exc).__name__
         raise FileProblem(f"truncated or corrupt image: {detail}") from exc

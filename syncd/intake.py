@@ -7,6 +7,9 @@ change: each one asks for a scan, and the scan is the truth.
 
 Watchers are started, replaced and retired only by the daemon's main loop
 (:meth:`Intake.ensure_watcher`); the recorder thread merely notes a root that went away.
+Starting one walks the folder's whole tree, so it runs on a thread of its own (one per
+folder at most): a huge or hostile tree delays no other folder, and the folder's first
+scan is asked for before the watcher starts, whatever the watcher then does.
 The scans all this asks for wait in :class:`ScanRequests`, each at most once.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 import structlog
@@ -31,6 +35,8 @@ log = structlog.get_logger(__name__)
 
 EVENT_QUEUE_SIZE = 20_000
 BATCH = 1000
+#: How soon a watcher that failed to start is tried again (seconds).
+WATCH_RETRY_SECONDS = 30.0
 
 
 class ScanRequests:
@@ -95,6 +101,9 @@ class Intake:
         self.watchers: dict[str, FolderWatcher] = {}
         self._overflowed: set[str] = set()
         self._gone_roots: set[str] = set()
+        self._starting: set[str] = set()
+        self._retry_at: dict[str, float] = {}
+        self._closed = False
         self._lock = threading.Lock()
 
     # -- the watchdog side -------------------------------------------------------------
@@ -162,8 +171,10 @@ class Intake:
 
     def ensure_watcher(self, folder: FolderConfig) -> None:
         """Start a watcher where none runs; replace a dead or retired one (and rescan)."""
-        watcher = self.watchers.get(folder.key)
         with self._lock:
+            if folder.key in self._starting:
+                return
+            watcher = self.watchers.get(folder.key)
             retired = folder.key in self._gone_roots
             self._gone_roots.discard(folder.key)
         if watcher is not None and watcher.alive() and not retired:
@@ -176,6 +187,18 @@ class Intake:
         if not health.ok:
             self._mark_unavailable(folder.key, health.reason or "unavailable")
             return
+        if time.monotonic() < self._retry_at.get(folder.key, 0.0):
+            return
+        # The first scan does not wait for the watcher (which may take long, or fail).
+        self.request_scan(folder.key, "")
+        with self._lock:
+            self._starting.add(folder.key)
+        threading.Thread(
+            target=self._start_watcher, args=(folder,), name="syncd-watch-start", daemon=True
+        ).start()
+
+    def _start_watcher(self, folder: FolderConfig) -> None:
+        """On its own thread: walk the tree and place the watches; failures are this folder's."""
         watcher = FolderWatcher(
             folder.key,
             folder.path,
@@ -184,21 +207,39 @@ class Intake:
             polling=folder.polling,
             poll_interval=folder.poll_interval_seconds,
             max_watches=self.max_watches,
+            max_depth=folder.max_depth,
         )
-        if watcher.start() is False:
+        try:
+            started = watcher.start()
+        except Exception:
+            log.exception("watcher.start_failed", folder=folder.key)
+            started = False
+        with self._lock:
+            self._starting.discard(folder.key)
+            keep = started and not self._closed
+            if keep:
+                self.watchers[folder.key] = watcher
+            elif not started:
+                self._retry_at[folder.key] = time.monotonic() + WATCH_RETRY_SECONDS
+        if not keep:
+            watcher.stop()
             return
-        self.watchers[folder.key] = watcher
-        log.info("watcher.started", folder=folder.key, mode=watcher.mode)
-        # Asked for before the store is written: a failed write must not lose the scan.
+        # Events from before the watch may be missed: scan again (merged if still queued).
         self.request_scan(folder.key, "")
-        self.ledger.store.set_folder(folder.key, watch_mode=watcher.mode)
+        try:
+            self.ledger.store.set_folder(folder.key, watch_mode=watcher.mode)
+        except StoreError as exc:
+            log.warning("folder.not_marked", folder=folder.key, error=str(exc))
 
     def stop_all(self) -> None:
+        with self._lock:
+            self._closed = True
         for key in list(self.watchers):
             self._stop_watcher(key)
 
     def _stop_watcher(self, key: str) -> None:
-        watcher = self.watchers.pop(key, None)
+        with self._lock:
+            watcher = self.watchers.pop(key, None)
         if watcher is not None:
             with contextlib.suppress(Exception):
                 watcher.stop()

@@ -23,6 +23,8 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
+from syncd.tags import for_people
+
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("auto", "json", "console")
 MASK = "***"
@@ -58,8 +60,9 @@ def _is_sensitive(name: str) -> bool:
 class Redactor:
     """A structlog processor that masks secrets; providers are asked on every event.
 
-    A provider (``ApiKey.reveal``) may return a new key after a rotation: every value it
-    ever returned stays masked, since older log lines and retries may still carry it.
+    A provider (``ApiKey.known``: no file access, for it runs on every line) may return a
+    new key after a rotation: every value it ever returned stays masked, since older log
+    lines and retries may still carry it.
     """
 
     def __init__(self) -> None:
@@ -173,7 +176,23 @@ def _final_processors(form: str, stream: TextIO) -> list[Processor]:
         colors=bool(isatty and isatty()),
         exception_formatter=structlog.dev.plain_traceback,
     )
-    return [meta, structlog.processors.format_exc_info, _REDACTOR, _Scrubbed(renderer)]
+    return [
+        meta,
+        structlog.processors.format_exc_info,
+        _REDACTOR,
+        _for_people,
+        _Scrubbed(renderer),
+    ]
+
+
+def _for_people(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """Console lines: control characters in values (a file name with ESC) come out escaped."""
+    return {
+        key: for_people(value, keep_newlines=key == "exception")
+        if isinstance(value, str)
+        else value
+        for key, value in event_dict.items()
+    }
 
 
 class _Scrubbed:

@@ -131,8 +131,14 @@ class RootFacts:
     other_device: bool
     approved: bool
     reason: str | None = None
-    #: Several files are tracked and the root lists empty (None: not looked at).
+    #: The root's path now names another folder than the one recorded (its inode).
+    replaced: bool = False
+    #: The root lists empty where several files were tracked, or (a replaced root) at all
+    #: (None: not looked at).
     emptied: bool | None = None
+
+
+EMPTY_ROOT = "root is empty where files were tracked (unmounted?)"
 
 
 def root_problem(facts: RootFacts) -> tuple[str, str] | None:
@@ -140,16 +146,21 @@ def root_problem(facts: RootFacts) -> tuple[str, str] | None:
 
     Missing or unreadable: unavailable. On another device, or empty where several files
     were tracked (what an unmounted drive looks like), until an operator approves:
-    guarded. One tracked file leaving an empty root is an ordinary last deletion.
+    guarded. One tracked file leaving an empty root is an ordinary last deletion. A root
+    replaced by another folder holding files is not ours to read: unavailable until
+    accepted; replaced by an empty one, it is what an unmounted drive's mount point looks
+    like: guarded as such.
     """
     if facts.absent:
         return facts.reason or "root unavailable", "unavailable"
     if facts.approved:
         return None
+    if facts.replaced and not facts.emptied:
+        return facts.reason or "root replaced", "unavailable"
     if facts.other_device:
         return facts.reason or "root on another device", "guarded"
     if facts.emptied:
-        return "root is empty where files were tracked (unmounted?)", "guarded"
+        return EMPTY_ROOT, "guarded"
     return None
 
 

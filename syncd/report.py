@@ -28,6 +28,7 @@ from syncd.config import Config, FolderConfig
 from syncd.ledger import Ledger
 from syncd.model import FINISHED, TRANSITIONS, Job, JobKind, JobState
 from syncd.store import Store
+from syncd.tags import for_people
 
 #: How many held deletions and failures are listed by name (the counts are complete).
 HELD_SHOWN = 5
@@ -215,7 +216,7 @@ _COLUMNS: dict[str, dict[str, str]] = {
 
 def render(status: Status, console: Console, *, now: float) -> None:
     """The human table: the headline facts first, then what needs a person."""
-    console.print(f"[bold]syncd status[/] (state: {escape(status['state_path'])})")
+    console.print(f"[bold]syncd status[/] (state: {_safe(status['state_path'])})")
     facts = Table.grid(padding=(0, 2))
     facts.add_row("daemon", _daemon_text(status["daemon"], now))
     facts.add_row("API key", _key_text(status["api_key"], now))
@@ -278,10 +279,10 @@ def _folders_table(folders: list[dict[str, Any]], now: float) -> Table:
     for folder in folders:
         health = folder["health"]
         table.add_row(
-            escape(folder["path"]) + _mode_note(folder),
-            f"[{colour.get(health, 'white')}]{escape(health)}[/]",
+            _safe(folder["path"]) + _mode_note(folder),
+            f"[{colour.get(health, 'white')}]{_safe(health)}[/]",
             _when(folder["last_scan"], now) or "never",
-            escape(folder["reason"] or ""),
+            _safe(folder["reason"] or ""),
         )
     return table
 
@@ -295,7 +296,7 @@ def _render_held(held: dict[str, Any], console: Console) -> None:
     )
     for item in held["items"]:
         line = f"  {item['folder']}: {item['name'] or '?'} - {item['reason']}"
-        console.print(escape(line))
+        console.print(_safe(line))
     _more(held, console)
 
 
@@ -308,7 +309,7 @@ def _render_failures(failures: dict[str, Any], console: Console) -> None:
     )
     for item in failures["items"]:
         where = item["path"] or item["name"] or "?"
-        console.print(escape(f"  {item['kind']} {item['folder']}/{where}: {item['reason']}"))
+        console.print(_safe(f"  {item['kind']} {item['folder']}/{where}: {item['reason']}"))
     _more(failures, console)
 
 
@@ -332,3 +333,8 @@ def _ago(seconds: int) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _safe(text: str) -> str:
+    """Untrusted text (file names, server messages) for rich: controls escaped, no markup."""
+    return escape(for_people(text))

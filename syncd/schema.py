@@ -112,6 +112,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             finished_at REAL NOT NULL
         )""",
     ),
+    # 6: the inode of each folder's root, recorded when it is first seen: a root that later
+    #    resolves to another folder (replaced, or a symlink put in its place) is refused.
+    #    ``replaced`` marks such a root until it returns or an operator accepts it.
+    (
+        "ALTER TABLE folders ADD COLUMN ino INTEGER",
+        "ALTER TABLE folders ADD COLUMN replaced INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -132,8 +132,15 @@ class Store:
     def open(
         cls, path: Path, *, clock: Callable[[], float] = time.time, lock: bool = True
     ) -> Store:
-        """Open (creating and migrating as needed); ``lock`` refuses a second daemon."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (creating and migrating as needed); ``lock`` refuses a second daemon.
+
+        What it creates is the owner's only: the folder 0700, the database 0600 (SQLite
+        gives its -wal and -shm files the database's mode). The library it describes
+        and the folders it names are nobody else's business, when run by hand too.
+        """
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         store = cls(path, clock=clock)
         if lock:
             store._take_lock()
@@ -452,13 +459,6 @@ class Store:
     def tracks_several(self, folder: str) -> bool:
         """Whether two or more files of this folder are tracked (cheap at any size)."""
         return bool(self.query("SELECT 1 FROM files WHERE folder = ? LIMIT 1 OFFSET 1", (folder,)))
-
-    def tracked_count(self, folder: str) -> int:
-        return int(
-            self.query("SELECT count(*) AS n FROM files WHERE folder = ?", (folder,))[0]["n"]
-        )
-
-    # -- meta and folders ------------------------------------------------------------
 
     def set_meta(self, key: str, value: str | None) -> None:
         with self.write() as conn:

@@ -13,11 +13,9 @@ gone than the folder's ``max_deletes`` queues them with their deletions held.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -25,8 +23,10 @@ import structlog
 from syncd import plan, scanner
 from syncd.config import FolderConfig
 from syncd.context import Context
+from syncd.errors import RootUnavailable
 from syncd.model import FileStat
-from syncd.tags import Rules
+from syncd.safepath import Root
+from syncd.tags import Rules, printable
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +47,7 @@ class ScanReport:
     gone_held: int = 0
     guard: str | None = None
     unreadable_dirs: list[str] = field(default_factory=list)
+    too_deep: list[str] = field(default_factory=list)
 
 
 class Sweeper:
@@ -59,21 +60,41 @@ class Sweeper:
         store = self.ctx.ledger.store
         report = ScanReport(folder.key, prefix)
         row = store.folder_row(folder.key) or {}
-        health = scanner.root_health(folder.path, expected_dev=row.get("dev"))
+        health = scanner.root_health(
+            folder.path, expected_dev=row.get("dev"), expected_ino=row.get("ino")
+        )
         if health.absent:
             store.set_folder(folder.key, health="unavailable", reason=health.reason)
-            report.skipped = health.reason
-            log.warning("scan.skipped", folder=folder.key, reason=health.reason)
-            return report
+            return _skipped(folder, report, health.reason)
         report.guard = self.ctx.root_problem(folder, row=row, health=health)
-        walk = _walk(folder, prefix, self.ctx.rules[folder.key])
+        try:
+            root = self.ctx.open_root(folder)
+        except RootUnavailable as exc:  # another folder now: root_problem said how it shows
+            return _skipped(folder, report, exc.reason)
+        with root:
+            self._walk_root(folder, root, row, report)
+        return report
+
+    def _walk_root(
+        self,
+        folder: FolderConfig,
+        root: Root,
+        row: dict[str, Any],
+        report: ScanReport,
+    ) -> None:
+        """Walk beneath the held root and queue what differs from the store."""
+        store = self.ctx.ledger.store
+        prefix = report.prefix
+        walk = _walk(root, folder, prefix, self.ctx.rules[folder.key])
         found, seen = _peek(_entries(walk, prefix))
         tracked = store.iter_tracked(folder.key, prefix)
-        self._queue(folder, plan.diff(seen, tracked, unreadable=_unseen(walk, prefix)), report)
+        diffs = plan.diff(seen, tracked, unreadable=_unseen(walk, prefix))
+        self._queue(folder, root, diffs, report)
         if walk is not None:
             report.unreadable_dirs = list(walk.unreadable_dirs)
+            report.too_deep = list(walk.too_deep)
         # A full scan has just walked the whole root: whether it is empty is known.
-        self._record(folder, row, health, report, empty=None if prefix else not found)
+        self._record(folder, root, row, report, empty=None if prefix else not found)
         log.info(
             "scan.done",
             folder=folder.key,
@@ -84,14 +105,14 @@ class Sweeper:
             gone_held=report.gone_held,
             guard=report.guard,
             unreadable=len(report.unreadable_dirs),
+            too_deep=len(report.too_deep),
         )
-        return report
 
     def _record(
         self,
         folder: FolderConfig,
+        root: Root,
         row: dict[str, Any],
-        health: scanner.RootHealth,
         report: ScanReport,
         *,
         empty: bool | None,
@@ -104,18 +125,25 @@ class Sweeper:
         # An approval covers this root until it holds files again.
         approved = bool(row.get("approved"))
         if approved and empty is None:
-            empty = scanner.is_empty(folder.path, self.ctx.rules[folder.key])
+            empty = scanner.is_empty(root, self.ctx.rules[folder.key])
+        dev, ino = root.identity
         store.set_folder(
             folder.key,
-            dev=health.dev,
+            dev=dev,
+            ino=ino,
+            replaced=0,
             health="ok",
-            reason=None,
+            reason=_too_deep(folder, report.too_deep),
             approved=int(approved and bool(empty)),
             last_scan=self.ctx.clock(),
         )
 
     def _queue(
-        self, folder: FolderConfig, diffs: Iterator[plan.Difference], report: ScanReport
+        self,
+        folder: FolderConfig,
+        root: Root,
+        diffs: Iterator[plan.Difference],
+        report: ScanReport,
     ) -> None:
         """Queue findings in batches; gone files wait until their count is known."""
         ledger = self.ctx.ledger
@@ -125,7 +153,7 @@ class Sweeper:
             paths = []
             for d in batch:
                 if d.change is plan.Change.GONE:
-                    if _still_there_but_skipped(folder, d):
+                    if _still_there_but_skipped(root, d):
                         continue
                     if report.guard:
                         report.gone_held += 1
@@ -144,14 +172,33 @@ class Sweeper:
             ledger.enqueue_paths(folder.key, gone, hold=hold)
 
 
-def _walk(folder: FolderConfig, prefix: str, rules: Rules) -> scanner.Scan | None:
-    """The walk of the folder (or of ``prefix`` in it); None when there is none to walk."""
-    if prefix and (rules.ignores_dir(prefix) or not _real_folder(folder.path, prefix)):
+def _skipped(folder: FolderConfig, report: ScanReport, reason: str | None) -> ScanReport:
+    report.skipped = reason
+    log.warning("scan.skipped", folder=folder.key, reason=reason)
+    return report
+
+
+def _walk(root: Root, folder: FolderConfig, prefix: str, rules: Rules) -> scanner.Scan | None:
+    """The walk of the folder (or of ``prefix`` in it, reached without a symlink: a link
+    to a folder is never followed); None when there is none to walk."""
+    if prefix and rules.ignores_dir(prefix):
         return None
     return scanner.walk(
-        folder.path / prefix if prefix else folder.path,
+        root,
         rules,
+        prefix=prefix,
+        max_depth=folder.max_depth,
         on_skip=lambda p, why: log.info("scan.skip", path=p, reason=why),
+    )
+
+
+def _too_deep(folder: FolderConfig, skipped: list[str]) -> str | None:
+    """The folder's reason in status when the walk left folders out for their depth."""
+    if not skipped:
+        return None
+    first = printable(skipped[0])
+    return (
+        f"{len(skipped)} folder(s) deeper than max_depth ({folder.max_depth}) skipped, e.g. {first}"
     )
 
 
@@ -182,23 +229,15 @@ def _unseen(walk: scanner.Scan | None, prefix: str) -> Callable[[str], bool]:
         dirs = walk.unreadable_dirs
         rel = relpath[len(prefix) + 1 :] if prefix else relpath
         return (
-            "" in dirs or rel in walk.unreadable_files or any(rel.startswith(d + "/") for d in dirs)
+            "" in dirs
+            or rel in walk.unreadable_files
+            or any(rel.startswith(d + "/") for d in (*dirs, *walk.too_deep))
         )
 
     return unseen
 
 
-def _real_folder(root: Path, prefix: str) -> bool:
-    """A folder reached without a symlink: a link to a folder is never followed (it may loop)."""
-    path = root / prefix
-    return path.is_dir() and Path(os.path.realpath(path)) == Path(os.path.realpath(root)) / prefix
-
-
-def _still_there_but_skipped(folder: FolderConfig, difference: plan.Difference) -> bool:
+def _still_there_but_skipped(root: Root, difference: plan.Difference) -> bool:
     """A remembered bad file the walk skips (a FIFO, a link to a folder) is not gone."""
     tracked = difference.tracked
-    return (
-        tracked is not None
-        and tracked.problem is not None
-        and os.path.lexists(folder.path / difference.relpath)
-    )
+    return tracked is not None and tracked.problem is not None and root.lexists(difference.relpath)

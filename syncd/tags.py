@@ -95,9 +95,26 @@ def is_storable(relpath: str) -> bool:
     return True
 
 
+#: What a folder takes when its ``include`` is not set.
+DEFAULT_INCLUDE = ("*.jpg", "*.jpeg", "*.png", "*.webp")
+
+
 def printable(relpath: str) -> str:
     """A path safe to log: undecodable bytes appear as ``\\xNN`` escapes."""
     return relpath.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def for_people(text: str, *, keep_newlines: bool = False) -> str:
+    """Text safe for a terminal: control characters (C0, DEL, C1; ESC among them) and
+    undecodable bytes appear as ``\\xNN``. A file name or a server's error text can then
+    neither move the cursor, recolour, retitle the terminal nor fake a line of output.
+    """
+    pattern = _CONTROLS_BUT_NEWLINE if keep_newlines else _CONTROLS
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", printable(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +166,7 @@ class Rules:
     already refused every ignored parent) that only the last component needs a look.
     """
 
-    include: Sequence[str] = ("*.jpg", "*.jpeg", "*.png", "*.webp")
+    include: Sequence[str] = DEFAULT_INCLUDE
     exclude: Sequence[str] = ()
     _include: _Globs | None = field(init=False, repr=False, compare=False)
     _exclude_files: _Globs = field(init=False, repr=False, compare=False)

@@ -14,21 +14,30 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from stat import S_ISREG
+from typing import Any
 
 import structlog
 
 from syncd import hashing, imaging, plan
 from syncd.config import FolderConfig
 from syncd.context import ROOT_RETRY_SECONDS, Context, api_retry
-from syncd.errors import ApiError, FileChanged, FileProblem, PermanentError, StaleAttempt
+from syncd.errors import (
+    ApiError,
+    FileChanged,
+    FileProblem,
+    PermanentError,
+    RootUnavailable,
+    StaleAttempt,
+)
 from syncd.model import FileStat, Job, JobState, RemoteAsset, identity_tag
+from syncd.safepath import Root
 from syncd.tags import asset_name, folder_tags
 
 log = structlog.get_logger(__name__)
-
-OUTSIDE_LINK = "symlink to a file outside the hot folder: not followed"
 
 
 class FileWorkflow:
@@ -44,26 +53,33 @@ class FileWorkflow:
         if folder is None:
             ctx.ledger.store.transition(job, JobState.DONE, reason="folder no longer configured")
             return
-        path = folder.path / job.relpath
         try:
-            stat = hashing.stat_of(path)
-        except (FileNotFoundError, NotADirectoryError):
+            root = ctx.open_root(folder)
+        except RootUnavailable as exc:
+            ctx.ledger.retry_later(job, ROOT_RETRY_SECONDS, f"held: {exc.reason}")
+            return
+        with root:
+            self._look(job, folder, root)
+
+    def _look(self, job: Job, folder: FolderConfig, root: Root) -> None:
+        """Open the file beneath the root once: its stat, signature and hash come from it."""
+        ctx = self.ctx
+        assert job.relpath is not None
+        try:
+            with hashing.opened(root, job.relpath, regular=False) as (fd, st):
+                stat = hashing.file_stat(st)
+                if ctx.rules[folder.key].ignores_file(job.relpath):
+                    # Newly excluded files stop being tracked; their assets stay in the library.
+                    ctx.ledger.file_forget(job, "ignored by the folder's rules")
+                    return
+                if self._settling(job, folder, stat):
+                    return
+                self._hash_and_link(job, folder, Opened(root, fd, st), stat)
+        except FileNotFoundError:
             self._gone(job, folder)
-            return
-        except OSError as exc:
-            ctx.ledger.file_failed(job, None, None, f"unreadable: {exc.strerror or exc}")
-            return
-        if ctx.rules[folder.key].ignores_file(job.relpath):
-            # Newly excluded files stop being tracked; their assets stay in the library.
-            ctx.ledger.file_forget(job, "ignored by the folder's rules")
-            return
-        if not _inside(path, folder.path):
-            ctx.ledger.file_failed(job, None, None, OUTSIDE_LINK)
-            log.warning("file.failed", folder=folder.key, path=job.relpath, reason=OUTSIDE_LINK)
-            return
-        if self._settling(job, folder, stat):
-            return
-        self._hash_and_link(job, folder, path, stat)
+        except FileProblem as exc:
+            ctx.ledger.file_failed(job, None, None, exc.reason)
+            log.warning("file.failed", folder=folder.key, path=job.relpath, reason=exc.reason)
 
     def _settling(self, job: Job, folder: FolderConfig, stat: FileStat) -> bool:
         """Put the job back until the file has been still for ``settle_seconds``.
@@ -92,6 +108,26 @@ class FileWorkflow:
         )
         return True
 
+    def _hash(
+        self, job: Job, folder: FolderConfig, file: Opened, stat: FileStat
+    ) -> tuple[str, FileStat]:
+        """The content hash, from the open file (or a moved file's known hash)."""
+        assert job.relpath is not None
+        if not S_ISREG(file.st.st_mode):
+            raise FileProblem("not a regular file")
+        imaging.check_header(
+            hashing.read_head(file.fd, imaging.HEAD_BYTES),
+            stat.size,
+            job.relpath.rsplit("/", 1)[-1],
+            oversize=folder.oversize,
+            convert=folder.convert,
+        )
+        moved = self.ctx.ledger.store.find_moved(folder.key, stat)
+        if moved and moved.relpath != job.relpath and not file.root.lexists(moved.relpath):
+            assert moved.sha256 is not None
+            return moved.sha256, stat
+        return hashing.sha256_fd(file.fd, file.st, file.root, job.relpath)
+
     def _gone(self, job: Job, folder: FolderConfig) -> None:
         problem = self.ctx.root_problem(folder)
         if problem:
@@ -100,7 +136,7 @@ class FileWorkflow:
         if self.ctx.ledger.file_gone(job):
             log.info("file.gone", folder=job.folder, path=job.relpath)
 
-    def _hash_and_link(self, job: Job, folder: FolderConfig, path: Path, stat: FileStat) -> None:
+    def _hash_and_link(self, job: Job, folder: FolderConfig, file: Opened, stat: FileStat) -> None:
         ctx = self.ctx
         assert job.relpath is not None
         tracked = ctx.ledger.store.get_file(folder.key, job.relpath)
@@ -109,22 +145,7 @@ class FileWorkflow:
             sha = tracked.sha256
         try:
             if sha is None:
-                imaging.check_header(
-                    hashing.read_head(path, imaging.HEAD_BYTES),
-                    stat.size,
-                    path.name,
-                    oversize=folder.oversize,
-                    convert=folder.convert,
-                )
-                moved = ctx.ledger.store.find_moved(folder.key, stat)
-                if (
-                    moved
-                    and moved.relpath != job.relpath
-                    and not (folder.path / moved.relpath).exists()
-                ):
-                    sha = moved.sha256
-                else:
-                    sha, stat = hashing.sha256_file(path)
+                sha, stat = self._hash(job, folder, file, stat)
         except FileChanged:
             log.info("file.changed_while_read", folder=folder.key, path=job.relpath)
             ctx.ledger.retry_later(job, max(folder.settle_seconds, 0.5), "changed while being read")
@@ -172,18 +193,19 @@ class UploadWorkflow:
         if not self._configured_copy(job):
             ctx.ledger.upload_cancelled(job, "folder no longer configured")
             return
-        source = self._read_source(job, asset["sha256"])
-        if source is None:
-            return
-        folder, relpath, data = source
-        try:
-            prepared = imaging.prepare(
-                data, Path(relpath).name, oversize=folder.oversize, convert=folder.convert
-            )
-        except FileProblem as exc:
-            ctx.ledger.store.transition(job, JobState.FAILED, reason=exc.reason)
-            log.warning("upload.failed", folder=folder.key, path=relpath, reason=exc.reason)
-            return
+        with imaging.slot():  # the source (up to 256 MB) and its re-encode: one at a time
+            source = self._read_source(job, asset["sha256"])
+            if source is None:
+                return
+            folder, relpath, data = source
+            try:
+                prepared = imaging.prepare(
+                    data, Path(relpath).name, oversize=folder.oversize, convert=folder.convert
+                )
+            except FileProblem as exc:
+                ctx.ledger.store.transition(job, JobState.FAILED, reason=exc.reason)
+                log.warning("upload.failed", folder=folder.key, path=relpath, reason=exc.reason)
+                return
         tags = list(json.loads(asset["tags"]))
         if ctx.identity_tag:
             tags.append(identity_tag(asset["sha256"]))
@@ -203,17 +225,27 @@ class UploadWorkflow:
             folder = ctx.folders.get(row["folder"])
             if folder is None:
                 continue
-            try:
-                data = hashing.read_bytes_checked(
-                    folder.path / row["relpath"], sha, limit=imaging.MAX_SOURCE_BYTES
-                )
-            except (OSError, FileProblem):
-                ctx.ledger.enqueue_paths(folder.key, [row["relpath"]])
-                continue
-            return folder, row["relpath"], data
+            data = self._read_copy(folder, row, sha)
+            if data is not None:
+                return folder, row["relpath"], data
         delay = plan.backoff(job.attempt, base=5.0, jitter=ctx.rand())
         ctx.ledger.retry_later(job, delay, "no readable copy of the file right now")
         return None
+
+    def _read_copy(self, folder: FolderConfig, row: dict[str, Any], sha: str) -> bytes | None:
+        """A tracked copy's bytes, from the very file that was hashed (same dev, inode, size,
+        mtime on the open descriptor) and beneath its root; else None and it is looked at again.
+        """
+        try:
+            with self.ctx.open_root(folder) as root:
+                return hashing.read_bytes_checked(
+                    root, row["relpath"], sha, tracked_stat(row), limit=imaging.MAX_SOURCE_BYTES
+                )
+        except RootUnavailable:
+            return None
+        except (OSError, FileProblem):
+            self.ctx.ledger.enqueue_paths(folder.key, [row["relpath"]])
+            return None
 
     def _send(
         self,
@@ -294,12 +326,18 @@ class UploadWorkflow:
         return None
 
 
-def _inside(path: Path, root: Path) -> bool:
-    """A symlink may point inside its hot folder, never out of it."""
-    if not path.is_symlink():
-        return True
-    target = Path(os.path.realpath(path))
-    return target.is_relative_to(Path(os.path.realpath(root)))
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A file job's file: open beneath its root, with the stat taken on the descriptor."""
+
+    root: Root
+    fd: int
+    st: os.stat_result
+
+
+def tracked_stat(row: dict[str, Any]) -> FileStat:
+    """The stat a tracked file's hash was taken with, from its ``files`` row."""
+    return FileStat(size=row["size"], mtime_ns=row["mtime_ns"], inode=row["inode"], dev=row["dev"])
 
 
 def _epoch(stamp: str) -> float | None:

@@ -75,11 +75,16 @@ class _RescanEvent(FileSystemEvent):
 class _Paths:
     """Absolute paths to relpaths, and whether the root is still the one we started on."""
 
-    def __init__(self, root: Path, rules: Rules) -> None:
+    def __init__(self, root: Path, rules: Rules, max_depth: int | None = None) -> None:
         self.root_path = Path(root).absolute()
         self.root = str(self.root_path)
         self.rules = rules
+        self.max_depth = max_depth
         self.identity: tuple[int, int] | None = None
+
+    def too_deep(self, relpath: str) -> bool:
+        """A folder below ``max_depth`` levels is not watched (the scan skips it too)."""
+        return self.max_depth is not None and relpath.count("/") + 1 > self.max_depth
 
     def rel(self, path: bytes | str) -> str | None:
         text = os.fsdecode(path)
@@ -188,6 +193,8 @@ class _GuardedFD:
         rel = self._paths.rel(path)
         if rel and self._paths.skips(rel, is_dir=True):
             raise OSError(errno.EPERM, "ignored folder: not watched", os.fsdecode(path))
+        if rel and self._paths.too_deep(rel):
+            raise OSError(errno.EPERM, "deeper than max_depth: not watched", os.fsdecode(path))
         with self._lock:
             full = self._max_watches is not None and len(self._watches) >= self._max_watches
         if full:
@@ -281,6 +288,8 @@ def _polling_observer(paths: _Paths, interval: float) -> BaseObserver:
             for entry in entries:
                 rel = f"{base}/{entry.name}" if base else entry.name
                 is_dir = entry.is_dir(follow_symlinks=False)
+                if is_dir and paths.too_deep(rel):
+                    continue
                 if not paths.skips(rel, is_dir=is_dir, parents_checked=True):
                     yield entry
 
@@ -307,9 +316,10 @@ class FolderWatcher:
         polling: bool = False,
         poll_interval: float = 5.0,
         max_watches: int | None = None,
+        max_depth: int | None = None,
     ) -> None:
         self.folder_key = folder_key
-        self._paths = _Paths(root, rules)
+        self._paths = _Paths(root, rules, max_depth)
         self._polling = polling or sys.platform != "linux"
         self._poll_interval = poll_interval
         self._max_watches = max_watches
@@ -353,6 +363,10 @@ class FolderWatcher:
             started = self._launch(lambda: _inotify_observer(self._guarded), fallible=True)
         except OSError as exc:
             return self._fall_back(exc.strerror or str(exc))
+        except RecursionError:
+            # watchdog walks the tree recursively (os.walk); the polling snapshot below
+            # stops at max_depth instead.
+            return self._fall_back("folder tree too deep for the inotify walk")
         if started and self._guard is not None and self._guard.limit_hit:
             self.stop()
             return self._fall_back("inotify watch limit reached")

@@ -14,6 +14,7 @@ the client instead of a broken pipe.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import sys
 import threading
@@ -60,6 +61,20 @@ def route(method: str, path: str) -> tuple[str, ep.Endpoint, dict[str, str]]:
         raise ApiError(405, "method_not_allowed", f"{method} is not allowed here",
                        {"Allow": ", ".join(allowed)})  # fmt: skip
     raise ApiError(404, "not_found", "no such endpoint")
+
+
+_CONTROLS_LOCAL = error_reply(403, "forbidden", "the emulator's controls answer this machine only")
+
+
+def is_loopback_peer(address: Any) -> bool:
+    """Whether a client address is this machine (IPv4 127/8, IPv6 ::1 or v4-mapped 127/8)."""
+    host = str(address[0]) if isinstance(address, tuple) and address else ""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def _match(pattern: list[str], segments: list[str]) -> dict[str, str] | None:
@@ -119,6 +134,8 @@ class Handler(BaseHTTPRequestHandler):
             self.body = self._body()
             key, endpoint, params = route(self.command, urlsplit(self.path).path)
             pattern = key.split(" ", 1)[1]
+            if pattern.startswith("/_emulator/") and not is_loopback_peer(self.client_address):
+                return _CONTROLS_LOCAL
             if not pattern.startswith("/_emulator/"):
                 self.state.count(key)
             request = self._request(params)

@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
+from .app import is_loopback_peer
 from .faults import Faults
 from .server import EmulatorServer
 
@@ -68,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         stack.callback(server.stop)
         print(f"Assets API emulator on {server.base_url} (data: {data_dir}{note})", flush=True)
+        if args.host != "localhost" and not is_loopback_peer((args.host,)):
+            print(
+                f"warning: listening on {args.host}: the emulated Assets API (and its key,"
+                " sent in clear over http) is open to the network; its /_emulator controls"
+                " (library state, faults, the key) still answer this machine only",
+                file=sys.stderr,
+                flush=True,
+            )
         _wait_for_signal()
     return 0
 

@@ -229,6 +229,7 @@ def daemon_process(tmp_path: Path, emulator: EmulatorServer) -> Iterator[Any]:
     ) -> DaemonProcess:
         conf = tmp_path / f"syncd{len(made)}.toml"
         conf.write_text(config_text(emulator.base_url, folders, tmp_path / "state.db", **options))
+        conf.chmod(0o600)  # it holds the key: a config open to others does not load
         proc = kind(conf, tmp_path / f"daemon{len(made)}.log", env or {})
         made.append(proc)
         return proc

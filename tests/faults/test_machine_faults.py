@@ -165,6 +165,7 @@ def test_a_full_disk_under_the_state_database_loses_nothing(
     make_files(hot, 3, first_seed=0)
     conf = tmp_path / "syncd.toml"
     conf.write_text(config_text(emulator.base_url, [hot], small_disk.where / "state.db"))
+    conf.chmod(0o600)  # it holds the key: a config open to others does not load
     daemon = small_disk.daemon(conf, tmp_path / "daemon.log").start()
     try:
         wait_until(lambda: converged(daemon, emulator, disk_pairs(hot)), 20, message="first files")

@@ -220,6 +220,7 @@ class Example:
         self.config = self.tree / "syncd.toml"
         folders = [self.tree / root for root in ROOTS]
         self.config.write_text(config_text(emulator.base_url, folders, self.state))
+        self.config.chmod(0o600)  # it holds the key: a config open to others does not load
         self.starts = 0
         self.daemon = self._start()
 

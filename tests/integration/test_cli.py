@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
@@ -151,7 +152,7 @@ def test_check_passes_on_a_good_setup(cli: Cli, make_config) -> None:
     assert result.returncode == 0, result.stdout
     lines = result.stdout.splitlines()
     assert [line.split()[1] for line in lines] == [
-        "config", "folders", "inotify", "state", "key", "api",
+        "config", "folders", "inotify", "kernel", "state", "key", "api",
     ]  # fmt: skip
     assert all(line.startswith("ok") for line in lines)
 
@@ -182,12 +183,6 @@ def _rejected_key(tmp_path: Path, make_config: Callable[..., Path]) -> Path:
     return make_config(api_key="a-revoked-key")
 
 
-def _open_config_with_inline_key(tmp_path: Path, make_config: Callable[..., Path]) -> Path:
-    conf = make_config()
-    conf.chmod(0o644)
-    return conf
-
-
 @pytest.mark.parametrize(
     ("setup", "problem", "fix"),
     [
@@ -195,9 +190,8 @@ def _open_config_with_inline_key(tmp_path: Path, make_config: Callable[..., Path
         (_open_key_file, "is open to group or others (mode 0644)", "chmod 600"),
         (_unreachable_api, "cannot reach the API", "check the network"),
         (_rejected_key, "the API key is not accepted", "replace the key"),
-        (_open_config_with_inline_key, "holding the key is open to group", "chmod 600"),
     ],
-    ids=["missing-folder", "open-key-file", "unreachable-api", "rejected-key", "open-config"],
+    ids=["missing-folder", "open-key-file", "unreachable-api", "rejected-key"],
 )
 def test_check_reports_each_broken_setting_with_its_fix(
     cli: Cli,
@@ -214,6 +208,29 @@ def test_check_reports_each_broken_setting_with_its_fix(
     (index,) = [i for i, line in enumerate(lines) if problem in line]
     assert lines[index].startswith("PROBLEM")
     assert "fix:" in lines[index + 1] and fix in lines[index + 1]
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "text"),
+    [
+        ("open-config", "api.api_key", "chmod 600"),
+        ("plain-http", "api.base_url", "unencrypted to api.example.com"),
+    ],
+)
+def test_check_fails_on_a_key_that_would_be_exposed(
+    cli: Cli, make_config, change: str, key: str, text: str
+) -> None:
+    """A config holding the key open to others, or http:// to another machine: exit 2, named."""
+    conf = make_config()
+    if change == "open-config":
+        conf.chmod(0o644)
+    else:
+        conf.write_text(re.sub(r'base_url = "[^"]*"', 'base_url = "http://api.example.com"',
+                               conf.read_text()))  # fmt: skip
+    result = cli("check", "-c", conf)
+    assert result.returncode == 2, result.stdout
+    assert key in result.stderr and text in result.stderr
+    assert "test-key" not in result.stderr + result.stdout
 
 
 def test_check_with_a_bad_config_key_exits_2_naming_it(cli: Cli, make_config) -> None:

@@ -40,6 +40,7 @@ def test_sync_on_a_lost_database_uploads_nothing_twice(tmp_path: Path, emulator,
     conf = tmp_path / "sync.toml"
     state = tmp_path / "sync-state.db"
     conf.write_text(config_text(emulator.base_url, [hot], state, settle=0))
+    conf.chmod(0o600)
     assert cli("sync", "-c", conf).returncode == 0
     assert len(emulator.assets()) == 5
     for suffix in ("", "-wal", "-shm"):

@@ -80,6 +80,7 @@ def test_kill_9_under_faults_loses_and_duplicates_nothing(tmp_path: Path, emulat
             concurrency=4,
         )
     )
+    conf.chmod(0o600)  # it holds the key: a config open to others does not load
     log = tmp_path / "daemon.log"
     want = expected_pairs(hot)
     kills = 0

@@ -35,6 +35,7 @@ def test_ready_then_status_and_watchdog_then_stopping(tmp_path: Path, emulator) 
     write_image(hot / "a.jpg", 1)
     conf = tmp_path / "syncd.toml"
     conf.write_text(config_text(emulator.base_url, [hot], tmp_path / "state.db"))
+    conf.chmod(0o600)
     address = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(address)

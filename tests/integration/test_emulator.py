@@ -515,3 +515,35 @@ def test_command_line_serves_until_signalled(tmp_path: Path, sig: signal.Signals
     assert proc.returncode == 0, err
     assert "cli-secret-key" not in line + out + err
     assert (tmp_path / "library.db").exists()
+
+
+def _outward_address() -> str:
+    """An address of this machine that is not loopback (the one a route outward uses)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: only the route is looked up
+        return str(probe.getsockname()[0])
+
+
+def test_control_endpoints_answer_loopback_clients_only(tmp_path: Path) -> None:
+    """Bound to every address, /_emulator/* says 403 to a non-loopback peer, 200 to loopback."""
+    import httpx
+
+    from syncd.emulator import EmulatorServer
+
+    server = EmulatorServer(tmp_path / "data", api_key="k", host="0.0.0.0")
+    server.start()
+    try:
+        outward = _outward_address()
+        assert not outward.startswith("127.")
+        far = httpx.get(f"http://{outward}:{server.port}/_emulator/state", timeout=5)
+        near = httpx.get(f"http://127.0.0.1:{server.port}/_emulator/state", timeout=5)
+        api = httpx.get(
+            f"http://{outward}:{server.port}/v1/my-uploaded-assets",
+            headers={"Authorization": "Bearer k"},
+            timeout=5,
+        )
+    finally:
+        server.stop()
+    assert far.status_code == 403 and near.status_code == 200 and api.status_code == 200

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import syncd
-from syncd.hashing import stat_of
+from syncd.hashing import file_stat
 from syncd.scanner import Scan, is_empty, root_health, walk
 from syncd.tags import Rules
 
@@ -81,7 +81,7 @@ def test_entries_carry_the_file_stat(tmp_path: Path) -> None:
     path = _touch(tmp_path, "sub/a.jpg", b"12345")
     [entry] = list(walk(tmp_path, Rules()))
     assert entry.relpath == "sub/a.jpg"
-    assert entry.stat == stat_of(path)
+    assert entry.stat == file_stat(os.stat(path))
     assert entry.stat.size == 5
 
 
@@ -133,7 +133,7 @@ def test_symlinks(tmp_path: Path) -> None:
 
     assert got == ["link-in.jpg", "link-rel.jpg", "real/target.jpg"]
     entries = {e.relpath: e for e in walk(root, EVERYTHING)}
-    assert entries["link-in.jpg"].stat == stat_of(target)
+    assert entries["link-in.jpg"].stat == file_stat(os.stat(target))
     assert skipped == {
         "link-out.jpg": "symlink points outside the folder",
         "broken.jpg": "broken symlink",

@@ -127,3 +127,16 @@ def test_no_key_at_all_says_where_one_can_go() -> None:
     """Without any key the fix lists the ways to provide one."""
     findings, found = checks.key_findings(Config())
     assert found is None and "api_key_file" in findings[0].fix
+
+
+def test_check_warns_when_hard_links_to_others_files_are_allowed(tmp_path: Path) -> None:
+    """fs.protected_hardlinks = 0 is a warning with its fix; 1 is fine."""
+    from syncd import checks
+
+    setting = tmp_path / "protected_hardlinks"
+    setting.write_text("0\n")
+    (found,) = checks.hardlink_findings(setting)
+    assert found.level is checks.Level.WARNING and "sysctl fs.protected_hardlinks=1" in found.fix
+    setting.write_text("1\n")
+    (found,) = checks.hardlink_findings(setting)
+    assert found.level is checks.Level.OK

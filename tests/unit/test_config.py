@@ -410,12 +410,39 @@ def test_api_key_is_not_pickled() -> None:
         pickle.dumps(ApiKey(origin="x", value=KEY))
 
 
-def test_inline_key_in_an_open_config_is_reported(tmp_path: Path) -> None:
-    """check_key_storage flags an inline key in a config readable by others."""
+def test_inline_key_in_an_open_config_is_refused(tmp_path: Path) -> None:
+    """A config holding the key and readable by group or others does not load (like a key file)."""
     path = write(tmp_path / "config.toml", key_config(tmp_path, None, KEY), mode=0o644)
-    problems = checks.check_key_storage(cfg.load(path, env={}))
-    assert len(problems) == 1
-    assert "chmod 600" in problems[0]
-    assert KEY not in problems[0]
+    with pytest.raises(ConfigError, match="chmod 600") as info:
+        cfg.load(path, env={})
+    assert KEY not in str(info.value) and info.value.key == "api.api_key"
+    path.chmod(0o640)
+    with pytest.raises(ConfigError, match="open to group or others"):
+        cfg.load(path, env={})
     path.chmod(0o600)
-    assert checks.check_key_storage(cfg.load(path, env={})) == []
+    assert cfg.load(path, env={}).api.api_key is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("http://api.example.com", False),
+        ("http://10.0.0.5:8765", False),
+        ("http://127.0.0.1:8765", True),
+        ("http://127.8.9.10", True),
+        ("http://localhost:9", True),
+        ("http://[::1]:9", True),
+        ("https://api.example.com", True),
+    ],
+)
+def test_plain_http_only_to_this_machine(tmp_path: Path, url: str, ok: bool) -> None:
+    """http:// to a non-loopback host is refused at load, unless allow_insecure_http opts in."""
+    text = f'[api]\nbase_url = "{url}"\n\n[[folders]]\npath = "{tmp_path}"\n'
+    if ok:
+        assert cfg.parse(text, env={}).api.base_url == url
+    else:
+        with pytest.raises(ConfigError, match="unencrypted") as info:
+            cfg.parse(text, env={})
+        assert info.value.key == "api.base_url"
+        opted = text.replace("[api]\n", "[api]\nallow_insecure_http = true\n")
+        assert cfg.parse(opted, env={}).api.allow_insecure_http is True

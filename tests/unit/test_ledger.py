@@ -130,7 +130,7 @@ def test_a_file_gone_before_its_upload_cancels_the_upload(ledger: Ledger) -> Non
     link(ledger, "a.jpg", SHA_A)
     gone(ledger, "a.jpg")
     assert states(ledger, JobKind.UPLOAD) == ["cancelled"]
-    assert ledger.asset_by_sha(SHA_A) == []
+    assert ledger.store.query("SELECT * FROM assets WHERE sha256 = ?", (SHA_A,)) == []
 
 
 def test_a_burst_over_max_deletes_holds_them_all(ledger: Ledger) -> None:
@@ -194,7 +194,10 @@ def test_a_newly_excluded_file_is_forgotten_without_deleting_its_asset(ledger: L
     ledger.file_forget(claim(ledger, JobKind.FILE, later=5), "ignored")
     assert ledger.store.get_file(ROOT, "a.jpg") is None
     assert states(ledger, JobKind.DELETE) == []
-    assert ledger.asset_by_sha(SHA_A)[0]["asset_id"] == "asset-1"
+    assert (
+        ledger.store.query("SELECT * FROM assets WHERE sha256 = ?", (SHA_A,))[0]["asset_id"]
+        == "asset-1"
+    )
 
 
 def test_an_index_entry_is_adopted_once_and_then_forgotten(ledger: Ledger) -> None:

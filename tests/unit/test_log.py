@@ -242,3 +242,41 @@ def test_unknown_level_or_format_is_refused() -> None:
         log.configure(level="loud", stream=io.StringIO())
     with pytest.raises(ValueError, match="format"):
         log.configure(fmt="xml", stream=io.StringIO())
+
+
+def test_console_lines_show_control_characters_escaped() -> None:
+    """An ESC (or any C0/C1 control) in a file name or a server message is printed escaped."""
+    stream = configured(fmt="console")
+    structlog.get_logger("syncd.test").warning(
+        "file.failed", path="red\x1b[31m.jpg", reason="server said \x9b2J\x07 no"
+    )
+    output = stream.getvalue()
+    assert "\x1b" not in output and "\x9b" not in output and "\x07" not in output
+    assert "\\x1b[31m" in output and "x9b2J" in output and "x07 no" in output
+
+
+def test_the_redactor_does_not_look_at_the_key_file_per_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Log lines are masked from the key as last read: no stat (or lock) of its file each line."""
+    from syncd.apikey import ApiKey
+
+    key_file = tmp_path / "api_key"
+    key_file.write_text(SECRET)
+    key_file.chmod(0o600)
+    key = ApiKey(origin="api.api_key_file", file=key_file)
+    stream = configured(fmt="json", secrets=[key.known])
+    looked: list[Path] = []
+    real_stat = Path.stat
+
+    def counting_stat(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == key_file:
+            looked.append(self)
+        return real_stat(self, *args, **kwargs)
+
+    structlog.get_logger("syncd.test").info("first", detail=f"key {SECRET}")
+    monkeypatch.setattr(Path, "stat", counting_stat)
+    for _ in range(50):
+        structlog.get_logger("syncd.test").info("again", detail=f"key {SECRET}")
+    assert looked == []
+    assert SECRET not in stream.getvalue()

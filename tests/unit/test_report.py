@@ -12,6 +12,7 @@ from rich.console import Console
 
 from syncd import report
 from syncd.config import FolderConfig
+from syncd.ledger import Ledger
 from syncd.model import JobKind, JobState, asset_key
 from syncd.store import Store
 
@@ -140,3 +141,15 @@ def test_a_fall_back_to_polling_is_shown_with_its_reason(store: Store, tmp_path:
     status = status_of(store, folder)
     assert status["folders"][0]["watch_mode"] == "polling"
     assert "inotify watch limit was reached" in render(status)
+
+
+def test_status_shows_an_esc_in_a_file_name_escaped(store: Store, tmp_path: Path) -> None:
+    """A failed file whose name holds ESC (and a server reason with one) renders escaped."""
+    folder = FolderConfig(path=tmp_path / "hot")
+    Ledger(store, {folder.key: folder}).enqueue_paths(folder.key, ["red\x1b[31m.jpg"])
+    job = store.claim([JobKind.FILE])
+    assert job is not None
+    store.transition(job, JobState.FAILED, reason="rejected: \x1b]0;pwned\x07")
+    text = render(status_of(store, folder))
+    assert "\x1b" not in text and "\x07" not in text
+    assert "red\\x1b[31m.jpg" in text and "\\x1b]0;pwned\\x07" in text

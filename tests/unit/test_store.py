@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,20 @@ def test_root_leaves_no_root_owned_side_files_beside_a_service_database(tmp_path
     store.close()
     assert owners, "a write in WAL mode leaves -wal and -shm files"
     assert owners == ({65534} if os.geteuid() == 0 else {os.geteuid()})
+
+
+def test_a_new_state_folder_and_database_are_the_owners_only(tmp_path: Path) -> None:
+    """Created by hand (no systemd StateDirectory=): folder 0700, database and WAL 0600."""
+    path = tmp_path / "fresh" / "state.db"
+    old = os.umask(0o022)
+    try:
+        store = Store.open(path)
+        store.set_meta("x", "1")
+    finally:
+        os.umask(old)
+    try:
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        for made in path.parent.iterdir():
+            assert stat.S_IMODE(made.stat().st_mode) & 0o077 == 0, made
+    finally:
+        store.close()
