@@ -145,6 +145,16 @@ class Admin:
         )
         return int(rows[0]["n"])
 
+    def duplicates_removed(self, count: int) -> None:
+        """Count copies of syncd's own assets removed from the library (shown by status)."""
+        with self.store.write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('duplicates_removed', ?)"
+                " ON CONFLICT (key) DO UPDATE"
+                " SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
+                (count,),
+            )
+
     def summary(self) -> dict[str, Any]:
         """Figures for status output."""
         q = self.store.query
@@ -152,4 +162,5 @@ class Admin:
             "tracked_files": q("SELECT count(*) AS n FROM files")[0]["n"],
             "assets": q("SELECT count(*) AS n FROM assets WHERE asset_id IS NOT NULL")[0]["n"],
             "problems": q("SELECT count(*) AS n FROM files WHERE problem IS NOT NULL")[0]["n"],
+            "duplicates_removed": int(self.store.get_meta("duplicates_removed") or 0),
         }

@@ -45,6 +45,8 @@ class ApiConfig:
     timeout_seconds: float = 30.0
     concurrency: int = 4
     identity_tag: bool = True
+    late_answer_seconds: float = 0.0
+    late_answer_seconds_per_mb: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,8 @@ _API: dict[str, Convert] = {
     "timeout_seconds": _number(0, inclusive=False),
     "concurrency": _integer(1, MAX_CONCURRENCY),
     "identity_tag": _boolean,
+    "late_answer_seconds": _number(0, inclusive=True),
+    "late_answer_seconds_per_mb": _number(0, inclusive=True),
 }
 _STATE: dict[str, Convert] = {"path": _path}
 _LOG: dict[str, Convert] = {

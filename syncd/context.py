@@ -42,6 +42,7 @@ class Context:
     breaker: Breaker
     identity_tag: bool = True
     clock: Callable[[], float] = field(kw_only=True)
+    late: plan.LateAnswers = field(default_factory=plan.LateAnswers, kw_only=True)
     rand: Callable[[], float] = field(default=random.random, kw_only=True)
 
     def root_problem(
@@ -82,10 +83,15 @@ class Context:
         return problem
 
 
-def api_retry(ctx: Context, job: Job, exc: ApiError, event: str, **where: Any) -> None:
+def api_retry(
+    ctx: Context, job: Job, exc: ApiError, event: str, *, size: int = 0, **where: Any
+) -> None:
     """Put a job back after an API failure, feeding the breaker; never drops it.
 
-    Logs ``event`` (e.g. ``upload.retry``) with ``where`` (path, asset_id, ...).
+    Logs ``event`` (e.g. ``upload.retry``) with ``where`` (path, asset_id, ...). An
+    unknown outcome is looked up soon when the server is done with it (it dropped the
+    connection or failed), and only after ``ctx.late`` allows for a body of ``size``
+    bytes when it may still be working on it (a timeout, a gateway's 504).
     """
     log.warning(event, **where, error=type(exc).__name__, detail=str(exc), attempt=job.attempt)
     now = ctx.clock()
@@ -98,5 +104,5 @@ def api_retry(ctx: Context, job: Job, exc: ApiError, event: str, **where: Any) -
         ctx.breaker.failure(now, str(exc), retry_after)
     delay = plan.retry_delay(job.attempt, retry_after, ctx.rand())
     if isinstance(exc, OutcomeUnknown):
-        delay = min(delay, 2.0)
+        delay = ctx.late.wait(size) if exc.late else min(delay, 2.0)
     ctx.ledger.retry_later(job, delay, f"{type(exc).__name__}: {exc}")

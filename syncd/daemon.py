@@ -36,6 +36,7 @@ from syncd.intake import Intake, ScanRequests
 from syncd.ledger import Ledger
 from syncd.model import JobKind, Workflow
 from syncd.notify import Notifier
+from syncd.plan import LateAnswers
 from syncd.store import Store
 from syncd.sweep import Sweeper
 from syncd.tags import Rules
@@ -123,6 +124,11 @@ class Daemon:
             identity_tag=self.config.api.identity_tag,
             clock=self.clock,
             rand=random.random,
+            late=LateAnswers(
+                self.config.api.timeout_seconds,
+                self.config.api.late_answer_seconds,
+                self.config.api.late_answer_seconds_per_mb,
+            ),
         )
         self.intake = Intake(
             ledger,

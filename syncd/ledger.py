@@ -179,8 +179,14 @@ class Ledger(Admin):
             if asset["asset_id"] is None and not self._asset_jobs(
                 conn, JobKind.UPLOAD, key, (S.PENDING, S.UPLOADING, S.FAILED)
             ):
+                ask = _predates_rebuild(conn, stat)
                 self.store.new_job(
-                    conn, JobKind.UPLOAD, job.folder, relpath=job.relpath, asset_key=key
+                    conn,
+                    JobKind.UPLOAD,
+                    job.folder,
+                    relpath=job.relpath,
+                    asset_key=key,
+                    detail={"ask_first": True} if ask else None,
                 )
                 queued = True
             if old and old != key:
@@ -226,32 +232,53 @@ class Ledger(Admin):
         return asset_id
 
     def posted_before(self, job: Job) -> bool:
-        """Whether a POST for this asset may already have gone out, by this job or another.
+        """Whether this upload's outcome may be unknown: then the library is asked first.
 
-        An upload job that was cancelled after an unanswered POST leaves its intent in the
-        queue's history; a later job for the same (content, tags) must reconcile first.
+        So: a later attempt of this job; a file that was there when a rebuild read the
+        library and found nothing for it (the read may have missed it); or an earlier job
+        for the same (content, tags) that may have sent a POST and never learned what came
+        of it (cancelled, or failed after more than one attempt). A job that finished with
+        its asset recorded, or was refused on its only attempt, leaves nothing unknown:
+        a folder renamed away and back uploads again without asking.
         """
-        if job.attempt > 1:
+        if job.attempt > 1 or job.detail.get("ask_first"):
             return True
         rows = self.store.query(
             "SELECT 1 FROM jobs WHERE kind = 'upload' AND asset_key = ? AND id != ?"
-            " AND intent_at IS NOT NULL LIMIT 1",
+            " AND intent_at IS NOT NULL AND state != 'done'"
+            " AND NOT (state = 'failed' AND attempt <= 1) LIMIT 1",
             (job.asset_key, job.id),
         )
         return bool(rows)
 
-    def remember_remote(self, found: Iterable[tuple[str, tuple[str, ...], str]]) -> int:
-        """Record library assets (identity tag, folder tags, asset_id) in one transaction."""
-        count = 0
+    def remember_remote(
+        self, found: Iterable[tuple[str, tuple[str, ...], str, str]]
+    ) -> list[tuple[str, str]]:
+        """Record library assets (identity tag, folder tags, asset_id, created_at) in one
+        transaction; return (copy, kept) for second copies of one (content, tags): the
+        oldest is kept.
+        """
+        copies: list[tuple[str, str]] = []
         with self.store.write() as conn:
-            for identity, tags, asset_id in found:
+            for identity, tags, asset_id, created in found:
+                tagset = json.dumps(sorted(set(tags)))
+                known = conn.execute(
+                    "SELECT asset_id, created_at FROM remote_index"
+                    " WHERE identity = ? AND tagset = ?",
+                    (identity, tagset),
+                ).fetchone()
+                if known is not None and known["asset_id"] != asset_id:
+                    older = (known["created_at"], known["asset_id"]) <= (created, asset_id)
+                    pair = (asset_id, known["asset_id"]) if older else (known["asset_id"], asset_id)
+                    copies.append(pair)
+                    if older:
+                        continue
                 conn.execute(
-                    "INSERT OR IGNORE INTO remote_index (identity, tagset, asset_id)"
-                    " VALUES (?, ?, ?)",
-                    (identity, json.dumps(sorted(set(tags))), asset_id),
+                    "INSERT OR REPLACE INTO remote_index (identity, tagset, asset_id, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (identity, tagset, asset_id, created),
                 )
-                count += 1
-        return count
+        return copies
 
     def file_failed(self, job: Job, stat: FileStat | None, sha256: str | None, reason: str) -> None:
         """A file that cannot be uploaded: remembered with its problem, not read again."""
@@ -462,6 +489,16 @@ class Ledger(Admin):
                 (self.store.clock(), len(KEY_PAUSE), KEY_PAUSE),
             )
         return cur.rowcount
+
+
+def _predates_rebuild(conn: Conn, stat: FileStat) -> bool:
+    """Whether a file was already there when a rebuild read the library (and found ours).
+
+    Such a file found no asset in the index; if the read missed a page, it has one all
+    the same. A file written after the rebuild is new, and needs no look.
+    """
+    row = conn.execute("SELECT value FROM meta WHERE key = 'library_rebuilt'").fetchone()
+    return row is not None and stat.mtime_ns / 1e9 <= float(row["value"])
 
 
 def _index_key(key: str) -> tuple[str, str]:

@@ -69,6 +69,7 @@ def gather(
         "tracked_files": summary["tracked_files"],
         "assets": summary["assets"],
         "problem_files": summary["problems"],
+        "duplicates_removed": summary["duplicates_removed"],
         "held_deletions": {
             "count": counts.get(str(JobKind.DELETE), {}).get(str(JobState.HELD), 0),
             "items": [_held(ledger, job) for job in ledger.held(limit=HELD_SHOWN)],
@@ -226,6 +227,11 @@ def render(status: Status, console: Console, *, now: float) -> None:
         + (
             f", {status['problem_files']} file(s) cannot be uploaded"
             if status["problem_files"]
+            else ""
+        )
+        + (
+            f", {status['duplicates_removed']} duplicate(s) removed"
+            if status["duplicates_removed"]
             else ""
         ),
     )

@@ -95,6 +95,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 4: how each folder is watched right now (inotify, or polling after the watch limit).
     ("ALTER TABLE folders ADD COLUMN watch_mode TEXT",),
+    # 5: when each indexed asset was made, so that of two copies of one (content, tags)
+    #    found by a rebuild the oldest is kept and the other removed.
+    ("ALTER TABLE remote_index ADD COLUMN created_at TEXT NOT NULL DEFAULT ''",),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

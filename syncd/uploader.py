@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from syncd import hashing, imaging, plan
 from syncd.config import FolderConfig
 from syncd.context import ROOT_RETRY_SECONDS, Context, api_retry
 from syncd.errors import ApiError, FileChanged, FileProblem, PermanentError, StaleAttempt
+from syncd.listing import remove_duplicates
 from syncd.model import FileStat, Job, JobState, RemoteAsset, identity_tag
 from syncd.tags import asset_name, folder_tags
 
@@ -245,7 +247,8 @@ class UploadWorkflow:
             log.warning("upload.failed", folder=folder.key, path=relpath, reason=str(exc))
             return
         except ApiError as exc:
-            api_retry(ctx, job, exc, "upload.retry", folder=folder.key, path=relpath)
+            size = len(prepared.data)
+            api_retry(ctx, job, exc, "upload.retry", size=size, folder=folder.key, path=relpath)
             return
         ctx.breaker.success()
         try:
@@ -266,7 +269,28 @@ class UploadWorkflow:
         )
 
     def _reconcile(self, job: Job, name: str, tags: list[str], size: int) -> RemoteAsset | None:
-        """Did an earlier attempt's POST get through? Look, and adopt what it made."""
+        """Did an earlier POST get through? Look, and adopt what it made.
+
+        With identity tags every copy is looked at: two mean a late answer landed beside
+        a re-send; the oldest is adopted and the other removed.
+        """
+        ctx = self.ctx
+        found = self._matches(job, name, tags, size)
+        if not ctx.identity_tag:
+            return next(found, None)
+        copies = list(found)
+        if not copies:
+            return None
+        kept = min(copies, key=lambda remote: (remote.created_at, remote.asset_id))
+        if len(copies) > 1:
+            pairs = [(remote.created_at, remote.asset_id) for remote in copies]
+            remove_duplicates(ctx.ledger, ctx.client, pairs, kept.asset_id)
+        log.info("upload.adopt", asset_id=kept.asset_id, name=name)
+        return kept
+
+    def _matches(self, job: Job, name: str, tags: list[str], size: int) -> Iterator[RemoteAsset]:
+        """Library assets an earlier attempt may have made: filtered by the identity tag
+        (one page, as a rule), and checked here for name and the exact tag set."""
         ctx = self.ctx
         if ctx.identity_tag:
             candidates = ctx.client.iter_assets(tag=tags[-1])
@@ -288,9 +312,7 @@ class UploadWorkflow:
                     full, name=name, tags=tags, file_size=full.file_size, size=size
                 ):
                     continue
-            log.info("upload.adopt", asset_id=remote.asset_id, name=name)
-            return remote
-        return None
+            yield remote
 
 
 def _inside(path: Path, root: Path) -> bool:

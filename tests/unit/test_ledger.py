@@ -199,7 +199,7 @@ def test_a_newly_excluded_file_is_forgotten_without_deleting_its_asset(ledger: L
 
 def test_an_index_entry_is_adopted_once_and_then_forgotten(ledger: Ledger) -> None:
     """A file matching the library index takes its asset_id; a later return re-uploads."""
-    ledger.remember_remote([(f"sha256:{SHA_A[:32]}", ("t",), "remote-1")])
+    ledger.remember_remote([(f"sha256:{SHA_A[:32]}", ("t",), "remote-1", "")])
     result = link(ledger, "a.jpg", SHA_A)
     assert (result.queued_upload, result.asset_id) == (False, "remote-1")
     assert ledger.store.query("SELECT * FROM remote_index") == []
@@ -211,7 +211,7 @@ def test_an_index_entry_is_adopted_once_and_then_forgotten(ledger: Ledger) -> No
 def test_an_upload_found_in_the_index_ends_without_a_post(ledger: Ledger) -> None:
     """An upload job whose asset the index learned of meanwhile is adopted, not sent."""
     link(ledger, "a.jpg", SHA_A)
-    ledger.remember_remote([(f"sha256:{SHA_A[:32]}", ("t",), "remote-2")])
+    ledger.remember_remote([(f"sha256:{SHA_A[:32]}", ("t",), "remote-2", "")])
     assert ledger.upload_from_index(claim(ledger, JobKind.UPLOAD)) == "remote-2"
     assert states(ledger, JobKind.UPLOAD) == ["done"]
 
