@@ -129,7 +129,8 @@ class Admin:
     def counts(self) -> dict[str, dict[str, int]]:
         rows = self.store.query(
             "SELECT kind, state, count(*) AS n FROM jobs WHERE state IN"
-            " ('pending', 'hashing', 'uploading', 'waiting', 'held', 'deleting', 'failed')"
+            " ('pending', 'hashing', 'uploading', 'waiting', 'held', 'deleting', 'checking',"
+            " 'failed')"
             " GROUP BY kind, state"
         )
         out: dict[str, dict[str, int]] = {}
@@ -138,10 +139,14 @@ class Admin:
         return out
 
     def outstanding(self) -> int:
-        """Jobs that still need work (not done, cancelled, failed or held)."""
+        """Jobs that still need work (not done, cancelled, failed or held).
+
+        A ``dedupe`` look, due well after its upload, is not counted: ``sync`` does not
+        wait for it; the daemon, or the next ``sync``, does it when it is due.
+        """
         rows = self.store.query(
             "SELECT count(*) AS n FROM jobs WHERE state IN"
-            " ('pending', 'hashing', 'uploading', 'waiting', 'deleting')"
+            " ('pending', 'hashing', 'uploading', 'waiting', 'deleting') AND kind != 'dedupe'"
         )
         return int(rows[0]["n"])
 

@@ -103,6 +103,11 @@ def api_retry(
     if isinstance(exc, (TransientError, RateLimited)):
         ctx.breaker.failure(now, str(exc), retry_after)
     delay = plan.retry_delay(job.attempt, retry_after, ctx.rand())
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OutcomeUnknown) and exc.late:
+        # Marked: once uploaded, one more look later for a copy this POST may still make.
+        ctx.ledger.retry_later(job, ctx.late.wait(size), reason, detail={"late": True})
+        return
     if isinstance(exc, OutcomeUnknown):
-        delay = ctx.late.wait(size) if exc.late else min(delay, 2.0)
-    ctx.ledger.retry_later(job, delay, f"{type(exc).__name__}: {exc}")
+        delay = min(delay, 2.0)
+    ctx.ledger.retry_later(job, delay, reason)

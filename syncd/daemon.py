@@ -30,6 +30,7 @@ from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import Config, FolderConfig, require_api_key
 from syncd.context import Context
+from syncd.dedupe import DedupeWorkflow
 from syncd.deletions import DeleteWorkflow
 from syncd.errors import ApiError, AuthError, PermanentError, StoreError
 from syncd.intake import Intake, ScanRequests
@@ -142,6 +143,7 @@ class Daemon:
             JobKind.FILE: FileWorkflow(self.ctx),
             JobKind.UPLOAD: UploadWorkflow(self.ctx),
             JobKind.DELETE: DeleteWorkflow(self.ctx),
+            JobKind.DEDUPE: DedupeWorkflow(self.ctx),
         }
         self.workers = Workers(
             self.ctx, flows, stopping=self.stopping, indexed=self.indexed, clock=self.clock

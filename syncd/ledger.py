@@ -404,12 +404,31 @@ class Ledger(Admin):
 
     # -- upload and delete outcomes ---------------------------------------------------
 
-    def upload_done(self, job: Job, remote: RemoteAsset, adapted: str | None = None) -> None:
-        """Record the asset_id in the same transaction as the job's end."""
+    def upload_done(
+        self,
+        job: Job,
+        remote: RemoteAsset,
+        adapted: str | None = None,
+        *,
+        recheck_after: float | None = None,
+    ) -> None:
+        """Record the asset_id in the same transaction as the job's end.
+
+        ``recheck_after``: an earlier POST of this job timed out and may still land; a
+        ``dedupe`` job looks for that copy once the seconds are over.
+        """
         assert job.asset_key is not None
         now = self.store.clock()
         with self.store.write() as conn:
             self.store.move(conn, job, S.DONE, reason=None)
+            if recheck_after is not None:
+                self.store.new_job(
+                    conn,
+                    JobKind.DEDUPE,
+                    job.folder,
+                    asset_key=job.asset_key,
+                    not_before=now + recheck_after,
+                )
             conn.execute(
                 "UPDATE assets SET asset_id = ?, remote_status = ?, uploaded_at = ?, adapted = ?"
                 " WHERE key = ?",
@@ -474,10 +493,14 @@ class Ledger(Admin):
                         conn, JobKind.UPLOAD, row["folder"], relpath=row["relpath"], asset_key=key
                     )
 
-    def retry_later(self, job: Job, delay: float, reason: str) -> Job:
-        """Back to the claimable state of its kind, due after ``delay`` seconds."""
+    def retry_later(
+        self, job: Job, delay: float, reason: str, *, detail: dict[str, object] | None = None
+    ) -> Job:
+        """Back to the claimable state of its kind, due after ``delay`` seconds; ``detail``
+        is added to the job's."""
+        extra = {"detail": {**job.detail, **detail}} if detail else {}
         return self.store.transition(
-            job, CLAIMABLE[job.kind], not_before=self.store.clock() + delay, reason=reason
+            job, CLAIMABLE[job.kind], not_before=self.store.clock() + delay, reason=reason, **extra
         )
 
     def resume_paused(self) -> int:

@@ -207,8 +207,13 @@ def _iso(epoch: float | None) -> str | None:
 
 #: Columns of the queue table: which state of each kind falls in which column.
 _COLUMNS: dict[str, dict[str, str]] = {
-    "queued": {"file": "pending", "upload": "pending", "delete": "waiting"},
-    "working": {"file": "hashing", "upload": "uploading", "delete": "deleting"},
+    "queued": {"file": "pending", "upload": "pending", "delete": "waiting", "dedupe": "pending"},
+    "working": {
+        "file": "hashing",
+        "upload": "uploading",
+        "delete": "deleting",
+        "dedupe": "checking",
+    },
     "held": {"delete": "held"},
     "failed": {"file": "failed", "upload": "failed", "delete": "failed"},
 }

@@ -252,7 +252,8 @@ class UploadWorkflow:
             return
         ctx.breaker.success()
         try:
-            ctx.ledger.upload_done(job, remote, prepared.adapted)
+            late = ctx.late.wait(len(prepared.data)) if job.detail.get("late") else None
+            ctx.ledger.upload_done(job, remote, prepared.adapted, recheck_after=late)
         except StaleAttempt:
             log.warning("upload.stale", path=relpath, asset_id=remote.asset_id)
             return
