@@ -19,7 +19,7 @@ from syncd.breaker import Breaker
 from syncd.config import FolderConfig
 from syncd.errors import ApiError, AuthError, OutcomeUnknown, RateLimited, TransientError
 from syncd.ledger import KEY_PAUSE, Ledger
-from syncd.model import Job
+from syncd.model import LATE_POST, Job
 from syncd.scanner import RootHealth, RootState
 from syncd.tags import Rules
 
@@ -106,7 +106,7 @@ def api_retry(
     reason = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, OutcomeUnknown) and exc.late:
         # Marked: once uploaded, one more look later for a copy this POST may still make.
-        ctx.ledger.retry_later(job, ctx.late.wait(size), reason, detail={"late": True})
+        ctx.ledger.retry_later(job, ctx.late.wait(size), reason, detail={LATE_POST: True})
         return
     if isinstance(exc, OutcomeUnknown):
         delay = min(delay, 2.0)

@@ -150,6 +150,10 @@ RECOVERY: dict[JobState, JobState] = {
     S.CHECKING: S.PENDING,
 }
 
+#: Marks (in a job's detail) an upload whose POST may still land later: it timed out, or
+#: was cut off by a crash. Once uploaded, a ``dedupe`` job looks for that late copy.
+LATE_POST = "late_post"
+
 #: States that need no more work (``failed`` and ``held`` wait for a person or a change).
 FINISHED: frozenset[JobState] = frozenset({S.DONE, S.CANCELLED})
 

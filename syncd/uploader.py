@@ -25,7 +25,7 @@ from syncd.config import FolderConfig
 from syncd.context import ROOT_RETRY_SECONDS, Context, api_retry
 from syncd.errors import ApiError, FileChanged, FileProblem, PermanentError, StaleAttempt
 from syncd.listing import remove_duplicates
-from syncd.model import FileStat, Job, JobState, RemoteAsset, identity_tag
+from syncd.model import LATE_POST, FileStat, Job, JobState, RemoteAsset, identity_tag
 from syncd.tags import asset_name, folder_tags
 
 log = structlog.get_logger(__name__)
@@ -252,7 +252,7 @@ class UploadWorkflow:
             return
         ctx.breaker.success()
         try:
-            late = ctx.late.wait(len(prepared.data)) if job.detail.get("late") else None
+            late = ctx.late.wait(len(prepared.data)) if job.detail.get(LATE_POST) else None
             ctx.ledger.upload_done(job, remote, prepared.adapted, recheck_after=late)
         except StaleAttempt:
             log.warning("upload.stale", path=relpath, asset_id=remote.asset_id)
