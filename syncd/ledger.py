@@ -362,9 +362,15 @@ class Ledger(Admin):
         if asset is None:
             return
         if asset["asset_id"] is None:
+            # A pending upload that already tried may have stored the asset: it stays, to
+            # look first, and to record (and so mirror the deletion of) what it finds.
+            looks = False
             for job in self._asset_jobs(conn, JobKind.UPLOAD, key, (S.PENDING, S.FAILED)):
+                if job.state is S.PENDING and job.attempt > 0:
+                    looks = True
+                    continue
                 self.store.move(conn, job, S.CANCELLED, reason="no file needs this asset now")
-            if not self._asset_jobs(conn, JobKind.UPLOAD, key, (S.UPLOADING,)):
+            if not looks and not self._asset_jobs(conn, JobKind.UPLOAD, key, (S.UPLOADING,)):
                 conn.execute("DELETE FROM assets WHERE key = ?", (key,))
             return
         policy = self.folders.get(folder)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -162,7 +163,7 @@ class UploadWorkflow:
         assert job.asset_key is not None
         asset = ctx.ledger.asset(job.asset_key)
         if asset is None or not ctx.ledger.refcount(job.asset_key):
-            ctx.ledger.upload_cancelled(job, "no file needs this asset now")
+            self._unneeded(job, asset)
             return
         if asset["asset_id"]:
             ctx.ledger.store.transition(job, JobState.DONE, reason="already uploaded")
@@ -189,6 +190,31 @@ class UploadWorkflow:
         if ctx.identity_tag:
             tags.append(identity_tag(asset["sha256"]))
         self._send(job, folder, relpath, asset, prepared=prepared, tags=tags)
+
+    def _unneeded(self, job: Job, asset: Mapping[str, Any] | None) -> None:
+        """No file needs the asset now: cancel, unless an earlier POST may have stored it.
+
+        Then look first: what is found is recorded, so its remote deletion follows as for
+        any released asset; cancelling blind would leave it in the library, known to no one.
+        """
+        ctx = self.ctx
+        if asset is None or asset["asset_id"] or not ctx.ledger.posted_before(job):
+            ctx.ledger.upload_cancelled(job, "no file needs this asset now")
+            return
+        tags = list(json.loads(asset["tags"]))
+        if ctx.identity_tag:
+            tags.append(identity_tag(asset["sha256"]))
+        try:
+            remote = self._reconcile(job, str(asset["name"]), tags, 0)
+        except ApiError as exc:
+            api_retry(ctx, job, exc, "upload.retry", asset=asset["name"])
+            return
+        if remote is None:
+            ctx.ledger.upload_cancelled(job, "no file needs this asset now")
+            return
+        ctx.breaker.success()
+        ctx.ledger.upload_done(job, remote)
+        log.info("upload.adopt_released", asset_id=remote.asset_id, name=asset["name"])
 
     def _configured_copy(self, job: Job) -> bool:
         """Whether a file of this asset still sits in a folder of the current config."""
