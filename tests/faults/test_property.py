@@ -215,6 +215,8 @@ class Totals:
         self.operations = 0
         self.kills = 0
         self.restarts = 0
+        self.churns = 0
+        self.lates = 0
 
     def add(self, emulator: EmulatorServer) -> None:
         stats = emulator.stats()
@@ -253,10 +255,12 @@ class Example:
 
     def run(self, op: Op, totals: Totals) -> None:
         if isinstance(op, Churn):
+            totals.churns += 1
             self.faults = replace(self.faults, churn_adds=op.adds, churn_deletes=1)
             self.emulator.set_faults(self.faults)
             return
         if isinstance(op, Late):
+            totals.lates += 1
             self.emulator.set_faults(replace(self.faults, late_rate=0.5, late_seconds=LATE_SECONDS))
             time.sleep(op.tenths / 10)  # uploads sent now may be answered late
             self.emulator.set_faults(self.faults)
@@ -349,7 +353,8 @@ def test_random_operations_converge_to_exactly_the_disk(
     sequence()
     note = (
         f"seed={SEED} examples={totals.examples} ops={totals.operations} "
-        f"kills={totals.kills} restarts={totals.restarts}"
+        f"kills={totals.kills} restarts={totals.restarts} churn={totals.churns} "
+        f"late={totals.lates} faults={dict(totals.faults)}"
     )
     print(f"property test: {note}")
     # Totals answers stats() like the emulator, summed over the examples.
