@@ -11,7 +11,7 @@ with API faults on throughout: 10% 5xx, 10% answers dropped after the work was d
 actions change the world beyond the disk: ``Churn`` lets a second client add and delete
 assets of its own after every list page from then on (the library must keep them and
 nothing of syncd's may be missed), and ``Late`` answers uploads only after the client's
-timeout for a moment (each must still be stored once).
+timeout from then on (each must still be stored once).
 
 Replay: the run prints its seed; ``SYNCD_PROPERTY_SEED=<seed> pytest
 tests/faults/test_property.py`` draws the same sequences (the daemon's thread timing still
@@ -148,7 +148,7 @@ class Churn:
 
 @dataclass(frozen=True)
 class Late:
-    """For a moment, half the uploads are stored and answered only after the timeout."""
+    """From now on, half the uploads are stored and answered only after the timeout."""
 
     tenths: int
 
@@ -261,9 +261,9 @@ class Example:
             return
         if isinstance(op, Late):
             totals.lates += 1
-            self.emulator.set_faults(replace(self.faults, late_rate=0.5, late_seconds=LATE_SECONDS))
-            time.sleep(op.tenths / 10)  # uploads sent now may be answered late
+            self.faults = replace(self.faults, late_rate=0.5, late_seconds=LATE_SECONDS)
             self.emulator.set_faults(self.faults)
+            time.sleep(op.tenths / 10)  # from now on, half the uploads are answered late
             return
         if isinstance(op, Pause | Restart | Kill):
             time.sleep(op.tenths / 10)  # the daemon works meanwhile; nothing waits on it
