@@ -150,6 +150,11 @@ class Admin:
         )
         return int(rows[0]["n"])
 
+    def relink(self, key: str, asset_id: str) -> None:
+        """The recorded asset is gone but a copy of it is in the library: record that one."""
+        with self.store.write() as conn:
+            conn.execute("UPDATE assets SET asset_id = ? WHERE key = ?", (asset_id, key))
+
     def duplicates_removed(self, count: int) -> None:
         """Count copies of syncd's own assets removed from the library (shown by status)."""
         with self.store.write() as conn:

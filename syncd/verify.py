@@ -98,7 +98,12 @@ def verify(ledger: Ledger, client: AssetsClient, *, repair: bool = False) -> Ver
         if row["asset_id"] in ids or not _gone(client, row["asset_id"]):
             continue
         result.missing.append(row["asset_id"])
-        if repair and ledger.refcount(row["key"]):
+        if repair and ids:
+            # Another copy of ours is there: record it rather than upload a third.
+            oldest = min(remote[key])[1]
+            ledger.relink(row["key"], oldest)
+            local[key] = {**row, "asset_id": oldest}
+        elif repair and ledger.refcount(row["key"]):
             ledger.reupload(row["key"])
             result.requeued += 1
     for key, copies in remote.items():

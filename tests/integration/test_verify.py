@@ -237,3 +237,27 @@ def test_a_whole_library_read_under_churn_misses_none_of_ours(emulator) -> None:
     assert plain < 200
     assert len(ours) == len({a.asset_id for a in ours}) == 200
     assert figures.passes >= 2 and figures.requests > 3
+
+
+def test_repair_records_a_copy_of_a_lost_asset_instead_of_uploading_it(
+    start_daemon, hot, emulator
+) -> None:
+    """The recorded asset deleted by hand, another copy of ours there: relinked, no POST."""
+    run: Running = start_daemon()
+    write_image(hot / "a.jpg", 340)
+    (asset,) = run.wait_assets(1)
+    copy = _post_copy(emulator, (hot / "a.jpg").read_bytes(), asset["tags"], "a")
+    answer = httpx.delete(
+        f"{emulator.base_url}/v1/assets/{asset['asset_id']}",
+        headers={"Authorization": "Bearer test-key"},
+    )
+    assert answer.status_code == 204
+    assert run.daemon.ctx is not None
+    posts = emulator.stats()["requests"]["POST /v1/training-asset"]
+    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.client, repair=True)
+    assert result.missing == [asset["asset_id"]] and result.requeued == 0
+    assert run.daemon.store is not None
+    assert run.daemon.store.query("SELECT asset_id FROM assets")[0]["asset_id"] == copy
+    wait_until(run.idle)
+    assert emulator.stats()["requests"]["POST /v1/training-asset"] == posts
+    assert verify(run.daemon.ctx.ledger, run.daemon.ctx.client).ok
