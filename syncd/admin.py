@@ -170,7 +170,8 @@ class Admin:
     def counts(self) -> dict[str, dict[str, int]]:
         rows = self.store.query(
             "SELECT kind, state, count(*) AS n FROM jobs WHERE state IN"
-            " ('pending', 'hashing', 'uploading', 'waiting', 'held', 'deleting', 'failed')"
+            " ('pending', 'hashing', 'uploading', 'waiting', 'held', 'deleting', 'checking',"
+            " 'failed')"
             " GROUP BY kind, state"
         )
         out: dict[str, dict[str, int]] = {}
@@ -179,12 +180,31 @@ class Admin:
         return out
 
     def outstanding(self) -> int:
-        """Jobs that still need work (not done, cancelled, failed or held)."""
+        """Jobs that still need work (not done, cancelled, failed or held).
+
+        A ``dedupe`` look, due well after its upload, is not counted: ``sync`` does not
+        wait for it; the daemon, or the next ``sync``, does it when it is due.
+        """
         rows = self.store.query(
             "SELECT count(*) AS n FROM jobs WHERE state IN"
-            " ('pending', 'hashing', 'uploading', 'waiting', 'deleting')"
+            " ('pending', 'hashing', 'uploading', 'waiting', 'deleting') AND kind != 'dedupe'"
         )
         return int(rows[0]["n"])
+
+    def relink(self, key: str, asset_id: str) -> None:
+        """The recorded asset is gone but a copy of it is in the library: record that one."""
+        with self.store.write() as conn:
+            conn.execute("UPDATE assets SET asset_id = ? WHERE key = ?", (asset_id, key))
+
+    def duplicates_removed(self, count: int) -> None:
+        """Count copies of syncd's own assets removed from the library (shown by status)."""
+        with self.store.write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('duplicates_removed', ?)"
+                " ON CONFLICT (key) DO UPDATE"
+                " SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
+                (count,),
+            )
 
     def summary(self) -> dict[str, Any]:
         """Figures for status output."""
@@ -193,4 +213,5 @@ class Admin:
             "tracked_files": q("SELECT count(*) AS n FROM files")[0]["n"],
             "assets": q("SELECT count(*) AS n FROM assets WHERE asset_id IS NOT NULL")[0]["n"],
             "problems": q("SELECT count(*) AS n FROM files WHERE problem IS NOT NULL")[0]["n"],
+            "duplicates_removed": int(self.store.get_meta("duplicates_removed") or 0),
         }

@@ -119,6 +119,8 @@ def error_for_status(
         message += " (unexpected answer: is api.base_url right?)"
     if kind is RateLimited or kind is TransientError:
         return kind(message, status=status, code=code, retry_after=retry_after)
+    if kind is OutcomeUnknown:
+        return OutcomeUnknown(message, status=status, code=code, late=status == 504)
     return kind(message, status=status, code=code)
 
 
@@ -130,7 +132,7 @@ def error_for_transport(error: httpx.HTTPError, method: str, message: str) -> Ap
     """
     if isinstance(error, _NOT_SENT) or method in _IDEMPOTENT:
         return TransientError(message)
-    return OutcomeUnknown(message)
+    return OutcomeUnknown(message, late=isinstance(error, httpx.TimeoutException))
 
 
 def _error_detail(response: httpx.Response) -> tuple[str | None, str]:

@@ -147,7 +147,11 @@ def approve_deletes(config_path: Path | None, folder: str | None) -> None:
 
 @main.command()
 @config_option
-@click.option("--repair", is_flag=True, help="Queue uploads again for assets missing remotely.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Queue uploads again for assets missing remotely; remove syncd's own duplicates.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 def verify(config_path: Path | None, repair: bool, as_json: bool) -> None:
     """Compare the library with the state database by identity tag (exit 1 if they differ)."""
@@ -179,7 +183,10 @@ def verify(config_path: Path | None, repair: bool, as_json: bool) -> None:
             f"missing remotely: {len(result.missing)}"
             + (f" ({result.requeued} queued again)" if repair else "")
         )
-        click.echo(f"duplicated remotely: {len(result.duplicates)}")
+        click.echo(
+            f"duplicated remotely: {len(result.duplicates)}"
+            + (f" ({result.removed} extra copies removed)" if repair else "")
+        )
         click.echo(f"in the library with an identity tag but unknown here: {len(result.unknown)}")
         click.echo("in agreement" if result.ok else "they differ")
     sys.exit(0 if result.ok else EXIT_FAILED)

@@ -49,6 +49,8 @@ class ApiConfig:
     identity_tag: bool = True
     #: ``http://`` to a host other than this machine sends the key in clear: opt in only.
     allow_insecure_http: bool = False
+    late_answer_seconds: float = 0.0
+    late_answer_seconds_per_mb: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,8 @@ _API: dict[str, Convert] = {
     "concurrency": _integer(1, MAX_CONCURRENCY),
     "identity_tag": _boolean,
     "allow_insecure_http": _boolean,
+    "late_answer_seconds": _number(0, inclusive=True),
+    "late_answer_seconds_per_mb": _number(0, inclusive=True),
 }
 _STATE: dict[str, Convert] = {"path": _path}
 _LOG: dict[str, Convert] = {

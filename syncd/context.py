@@ -26,7 +26,7 @@ from syncd.errors import (
     TransientError,
 )
 from syncd.ledger import KEY_PAUSE, Ledger
-from syncd.model import Job
+from syncd.model import LATE_POST, Job
 from syncd.safepath import Root
 from syncd.scanner import RootHealth, RootState
 from syncd.tags import Rules
@@ -50,6 +50,7 @@ class Context:
     breaker: Breaker
     identity_tag: bool = True
     clock: Callable[[], float] = field(kw_only=True)
+    late: plan.LateAnswers = field(default_factory=plan.LateAnswers, kw_only=True)
     rand: Callable[[], float] = field(default=random.random, kw_only=True)
 
     def root_problem(
@@ -117,10 +118,15 @@ class Context:
         return root
 
 
-def api_retry(ctx: Context, job: Job, exc: ApiError, event: str, **where: Any) -> None:
+def api_retry(
+    ctx: Context, job: Job, exc: ApiError, event: str, *, size: int = 0, **where: Any
+) -> None:
     """Put a job back after an API failure, feeding the breaker; never drops it.
 
-    Logs ``event`` (e.g. ``upload.retry``) with ``where`` (path, asset_id, ...).
+    Logs ``event`` (e.g. ``upload.retry``) with ``where`` (path, asset_id, ...). An
+    unknown outcome is looked up soon when the server is done with it (it dropped the
+    connection or failed), and only after ``ctx.late`` allows for a body of ``size``
+    bytes when it may still be working on it (a timeout, a gateway's 504).
     """
     log.warning(event, **where, error=type(exc).__name__, detail=str(exc), attempt=job.attempt)
     now = ctx.clock()
@@ -132,6 +138,11 @@ def api_retry(ctx: Context, job: Job, exc: ApiError, event: str, **where: Any) -
     if isinstance(exc, (TransientError, RateLimited)):
         ctx.breaker.failure(now, str(exc), retry_after)
     delay = plan.retry_delay(job.attempt, retry_after, ctx.rand())
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OutcomeUnknown) and exc.late:
+        # Marked: once uploaded, one more look later for a copy this POST may still make.
+        ctx.ledger.retry_later(job, ctx.late.wait(size), reason, detail={LATE_POST: True})
+        return
     if isinstance(exc, OutcomeUnknown):
         delay = min(delay, 2.0)
-    ctx.ledger.retry_later(job, delay, f"{type(exc).__name__}: {exc}")
+    ctx.ledger.retry_later(job, delay, reason)

@@ -31,12 +31,14 @@ from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import Config, FolderConfig, require_api_key
 from syncd.context import Context
+from syncd.dedupe import DedupeWorkflow
 from syncd.deletions import DeleteWorkflow
 from syncd.errors import ApiError, AuthError, PermanentError, StoreError
 from syncd.intake import Intake, ScanRequests
 from syncd.ledger import Ledger
 from syncd.model import JobKind, Workflow
 from syncd.notify import Notifier
+from syncd.plan import LateAnswers
 from syncd.store import Store
 from syncd.sweep import Sweeper
 from syncd.tags import Rules
@@ -124,6 +126,11 @@ class Daemon:
             identity_tag=self.config.api.identity_tag,
             clock=self.clock,
             rand=random.random,
+            late=LateAnswers(
+                self.config.api.timeout_seconds,
+                self.config.api.late_answer_seconds,
+                self.config.api.late_answer_seconds_per_mb,
+            ),
         )
         self.intake = Intake(
             ledger,
@@ -137,6 +144,7 @@ class Daemon:
             JobKind.FILE: FileWorkflow(self.ctx),
             JobKind.UPLOAD: UploadWorkflow(self.ctx),
             JobKind.DELETE: DeleteWorkflow(self.ctx),
+            JobKind.DEDUPE: DedupeWorkflow(self.ctx),
         }
         self.workers = Workers(
             self.ctx, flows, stopping=self.stopping, indexed=self.indexed, clock=self.clock

@@ -141,4 +141,19 @@ class TransientError(ApiError):
 
 
 class OutcomeUnknown(ApiError):
-    """The request body went out and no answer came back: it may have taken effect."""
+    """The request body went out and no answer came back: it may have taken effect.
+
+    ``late`` says the server may still be working on it (we timed out, or a gateway did:
+    504): what it makes may land well after we gave up, so look for it only later.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        late: bool = False,
+    ) -> None:
+        self.late = late
+        super().__init__(message, status=status, code=code)

@@ -179,8 +179,14 @@ class Ledger(Admin):
             if asset["asset_id"] is None and not self._asset_jobs(
                 conn, JobKind.UPLOAD, key, (S.PENDING, S.UPLOADING, S.FAILED)
             ):
+                ask = _predates_rebuild(conn, stat)
                 self.store.new_job(
-                    conn, JobKind.UPLOAD, job.folder, relpath=job.relpath, asset_key=key
+                    conn,
+                    JobKind.UPLOAD,
+                    job.folder,
+                    relpath=job.relpath,
+                    asset_key=key,
+                    detail={"ask_first": True} if ask else None,
                 )
                 queued = True
             if old and old != key:
@@ -226,32 +232,53 @@ class Ledger(Admin):
         return asset_id
 
     def posted_before(self, job: Job) -> bool:
-        """Whether a POST for this asset may already have gone out, by this job or another.
+        """Whether this upload's outcome may be unknown: then the library is asked first.
 
-        An upload job that was cancelled after an unanswered POST leaves its intent in the
-        queue's history; a later job for the same (content, tags) must reconcile first.
+        So: a later attempt of this job; a file that was there when a rebuild read the
+        library and found nothing for it (the read may have missed it); or an earlier job
+        for the same (content, tags) that may have sent a POST and never learned what came
+        of it (cancelled, or failed after more than one attempt). A job that finished with
+        its asset recorded, or was refused on its only attempt, leaves nothing unknown:
+        a folder renamed away and back uploads again without asking.
         """
-        if job.attempt > 1:
+        if job.attempt > 1 or job.detail.get("ask_first"):
             return True
         rows = self.store.query(
             "SELECT 1 FROM jobs WHERE kind = 'upload' AND asset_key = ? AND id != ?"
-            " AND intent_at IS NOT NULL LIMIT 1",
+            " AND intent_at IS NOT NULL AND state != 'done'"
+            " AND NOT (state = 'failed' AND attempt <= 1) LIMIT 1",
             (job.asset_key, job.id),
         )
         return bool(rows)
 
-    def remember_remote(self, found: Iterable[tuple[str, tuple[str, ...], str]]) -> int:
-        """Record library assets (identity tag, folder tags, asset_id) in one transaction."""
-        count = 0
+    def remember_remote(
+        self, found: Iterable[tuple[str, tuple[str, ...], str, str]]
+    ) -> list[tuple[str, str]]:
+        """Record library assets (identity tag, folder tags, asset_id, created_at) in one
+        transaction; return (copy, kept) for second copies of one (content, tags): the
+        oldest is kept.
+        """
+        copies: list[tuple[str, str]] = []
         with self.store.write() as conn:
-            for identity, tags, asset_id in found:
+            for identity, tags, asset_id, created in found:
+                tagset = json.dumps(sorted(set(tags)))
+                known = conn.execute(
+                    "SELECT asset_id, created_at FROM remote_index"
+                    " WHERE identity = ? AND tagset = ?",
+                    (identity, tagset),
+                ).fetchone()
+                if known is not None and known["asset_id"] != asset_id:
+                    older = (known["created_at"], known["asset_id"]) <= (created, asset_id)
+                    pair = (asset_id, known["asset_id"]) if older else (known["asset_id"], asset_id)
+                    copies.append(pair)
+                    if older:
+                        continue
                 conn.execute(
-                    "INSERT OR IGNORE INTO remote_index (identity, tagset, asset_id)"
-                    " VALUES (?, ?, ?)",
-                    (identity, json.dumps(sorted(set(tags))), asset_id),
+                    "INSERT OR REPLACE INTO remote_index (identity, tagset, asset_id, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (identity, tagset, asset_id, created),
                 )
-                count += 1
-        return count
+        return copies
 
     def file_failed(self, job: Job, stat: FileStat | None, sha256: str | None, reason: str) -> None:
         """A file that cannot be uploaded: remembered with its problem, not read again."""
@@ -330,9 +357,15 @@ class Ledger(Admin):
         if asset is None:
             return
         if asset["asset_id"] is None:
+            # A pending upload that already tried may have stored the asset: it stays, to
+            # look first, and to record (and so mirror the deletion of) what it finds.
+            looks = False
             for job in self._asset_jobs(conn, JobKind.UPLOAD, key, (S.PENDING, S.FAILED)):
+                if job.state is S.PENDING and job.attempt > 0:
+                    looks = True
+                    continue
                 self.store.move(conn, job, S.CANCELLED, reason="no file needs this asset now")
-            if not self._asset_jobs(conn, JobKind.UPLOAD, key, (S.UPLOADING,)):
+            if not looks and not self._asset_jobs(conn, JobKind.UPLOAD, key, (S.UPLOADING,)):
                 conn.execute("DELETE FROM assets WHERE key = ?", (key,))
             return
         policy = self.folders.get(folder)
@@ -372,12 +405,31 @@ class Ledger(Admin):
 
     # -- upload and delete outcomes ---------------------------------------------------
 
-    def upload_done(self, job: Job, remote: RemoteAsset, adapted: str | None = None) -> None:
-        """Record the asset_id in the same transaction as the job's end."""
+    def upload_done(
+        self,
+        job: Job,
+        remote: RemoteAsset,
+        adapted: str | None = None,
+        *,
+        recheck_after: float | None = None,
+    ) -> None:
+        """Record the asset_id in the same transaction as the job's end.
+
+        ``recheck_after``: an earlier POST of this job timed out and may still land; a
+        ``dedupe`` job looks for that copy once the seconds are over.
+        """
         assert job.asset_key is not None
         now = self.store.clock()
         with self.store.write() as conn:
             self.store.move(conn, job, S.DONE, reason=None)
+            if recheck_after is not None:
+                self.store.new_job(
+                    conn,
+                    JobKind.DEDUPE,
+                    job.folder,
+                    asset_key=job.asset_key,
+                    not_before=now + recheck_after,
+                )
             conn.execute(
                 "UPDATE assets SET asset_id = ?, remote_status = ?, uploaded_at = ?, adapted = ?"
                 " WHERE key = ?",
@@ -442,10 +494,14 @@ class Ledger(Admin):
                         conn, JobKind.UPLOAD, row["folder"], relpath=row["relpath"], asset_key=key
                     )
 
-    def retry_later(self, job: Job, delay: float, reason: str) -> Job:
-        """Back to the claimable state of its kind, due after ``delay`` seconds."""
+    def retry_later(
+        self, job: Job, delay: float, reason: str, *, detail: dict[str, object] | None = None
+    ) -> Job:
+        """Back to the claimable state of its kind, due after ``delay`` seconds; ``detail``
+        is added to the job's."""
+        extra = {"detail": {**job.detail, **detail}} if detail else {}
         return self.store.transition(
-            job, CLAIMABLE[job.kind], not_before=self.store.clock() + delay, reason=reason
+            job, CLAIMABLE[job.kind], not_before=self.store.clock() + delay, reason=reason, **extra
         )
 
     def resume_paused(self) -> int:
@@ -457,6 +513,16 @@ class Ledger(Admin):
                 (self.store.clock(), len(KEY_PAUSE), KEY_PAUSE),
             )
         return cur.rowcount
+
+
+def _predates_rebuild(conn: Conn, stat: FileStat) -> bool:
+    """Whether a file was already there when a rebuild read the library (and found ours).
+
+    Such a file found no asset in the index; if the read missed a page, it has one all
+    the same. A file written after the rebuild is new, and needs no look.
+    """
+    row = conn.execute("SELECT value FROM meta WHERE key = 'library_rebuilt'").fetchone()
+    return row is not None and stat.mtime_ns / 1e9 <= float(row["value"])
 
 
 def _index_key(key: str) -> tuple[str, str]:

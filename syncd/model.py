@@ -3,12 +3,14 @@
 The job state machine lives here and only here; ``store.transition`` refuses any move
 that is not in :data:`TRANSITIONS`.
 
-Three kinds of job:
+Four kinds of job:
 
 * ``file``: look at one path (folder, relpath): hash it if its size, mtime or inode
   changed, and link it to the asset of its (content, tags).
 * ``upload``: put one asset (content, tags) into the library, exactly once.
 * ``delete``: remove one asset from the library once no tracked file uses it.
+* ``dedupe``: after an upload whose earlier POST timed out, look once more, later, for a
+  late copy of it in the library and remove it.
 
 ::
 
@@ -34,6 +36,9 @@ Three kinds of job:
             waiting, held, failed ─▶ cancelled (a file uses the asset again)
             failed ─▶ waiting (retry)
 
+    dedupe  pending ─late-answer wait over, claim─▶ checking ─▶ done   copies removed
+                                                    checking ─▶ pending  5xx, 429, auth
+
 A job that is claimed gets ``attempt + 1``; an outcome is recorded only by the attempt
 that is current, so a stale worker can never overwrite a newer decision. At start-up the
 in-flight states fall back: hashing → pending, deleting → waiting, uploading → pending
@@ -52,6 +57,7 @@ class JobKind(StrEnum):
     FILE = "file"
     UPLOAD = "upload"
     DELETE = "delete"
+    DEDUPE = "dedupe"
 
 
 class JobState(StrEnum):
@@ -61,6 +67,7 @@ class JobState(StrEnum):
     WAITING = "waiting"
     HELD = "held"
     DELETING = "deleting"
+    CHECKING = "checking"
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -107,12 +114,16 @@ TRANSITIONS: dict[JobKind, frozenset[tuple[JobState, JobState]]] = {
             (S.FAILED, S.CANCELLED),
         }
     ),
+    JobKind.DEDUPE: frozenset(
+        {(S.PENDING, S.CHECKING), (S.CHECKING, S.DONE), (S.CHECKING, S.PENDING)}
+    ),
 }
 
 INITIAL: dict[JobKind, JobState] = {
     JobKind.FILE: S.PENDING,
     JobKind.UPLOAD: S.PENDING,
     JobKind.DELETE: S.WAITING,
+    JobKind.DEDUPE: S.PENDING,
 }
 
 #: States a worker may claim, per kind.
@@ -120,6 +131,7 @@ CLAIMABLE: dict[JobKind, JobState] = {
     JobKind.FILE: S.PENDING,
     JobKind.UPLOAD: S.PENDING,
     JobKind.DELETE: S.WAITING,
+    JobKind.DEDUPE: S.PENDING,
 }
 
 #: The state a claim moves a job to, per kind.
@@ -127,6 +139,7 @@ IN_FLIGHT: dict[JobKind, JobState] = {
     JobKind.FILE: S.HASHING,
     JobKind.UPLOAD: S.UPLOADING,
     JobKind.DELETE: S.DELETING,
+    JobKind.DEDUPE: S.CHECKING,
 }
 
 #: In-flight states and where they fall back to after a crash.
@@ -134,7 +147,12 @@ RECOVERY: dict[JobState, JobState] = {
     S.HASHING: S.PENDING,
     S.UPLOADING: S.PENDING,
     S.DELETING: S.WAITING,
+    S.CHECKING: S.PENDING,
 }
+
+#: Marks (in a job's detail) an upload whose POST may still land later: it timed out, or
+#: was cut off by a crash. Once uploaded, a ``dedupe`` job looks for that late copy.
+LATE_POST = "late_post"
 
 #: States that need no more work (``failed`` and ``held`` wait for a person or a change).
 FINISHED: frozenset[JobState] = frozenset({S.DONE, S.CANCELLED})

@@ -72,6 +72,25 @@ def retry_delay(attempt: int, retry_after: float | None, jitter: float) -> float
     return max(backoff(attempt, jitter=jitter), retry_after or 0.0)
 
 
+@dataclass(frozen=True, slots=True)
+class LateAnswers:
+    """How long a server may still be working on a POST we stopped waiting for.
+
+    A request that timed out (or met a gateway's 504) may still be stored, later: the
+    server reads a large body slowly and then processes it. Reconciling before that
+    moment finds nothing and sends the image a second time. So the look comes no sooner
+    than the request timeout (or ``floor``, if longer), plus ``per_mb`` seconds per MB
+    of body.
+    """
+
+    timeout: float = 30.0
+    floor: float = 0.0
+    per_mb: float = 5.0
+
+    def wait(self, size: int) -> float:
+        return max(self.timeout, self.floor) + self.per_mb * size / 1_000_000
+
+
 def matches_intent(
     remote: RemoteAsset,
     *,

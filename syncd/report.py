@@ -70,6 +70,7 @@ def gather(
         "tracked_files": summary["tracked_files"],
         "assets": summary["assets"],
         "problem_files": summary["problems"],
+        "duplicates_removed": summary["duplicates_removed"],
         "held_deletions": {
             "count": counts.get(str(JobKind.DELETE), {}).get(str(JobState.HELD), 0),
             "items": [_held(ledger, job) for job in ledger.held(limit=HELD_SHOWN)],
@@ -207,8 +208,13 @@ def _iso(epoch: float | None) -> str | None:
 
 #: Columns of the queue table: which state of each kind falls in which column.
 _COLUMNS: dict[str, dict[str, str]] = {
-    "queued": {"file": "pending", "upload": "pending", "delete": "waiting"},
-    "working": {"file": "hashing", "upload": "uploading", "delete": "deleting"},
+    "queued": {"file": "pending", "upload": "pending", "delete": "waiting", "dedupe": "pending"},
+    "working": {
+        "file": "hashing",
+        "upload": "uploading",
+        "delete": "deleting",
+        "dedupe": "checking",
+    },
     "held": {"delete": "held"},
     "failed": {"file": "failed", "upload": "failed", "delete": "failed"},
 }
@@ -227,6 +233,11 @@ def render(status: Status, console: Console, *, now: float) -> None:
         + (
             f", {status['problem_files']} file(s) cannot be uploaded"
             if status["problem_files"]
+            else ""
+        )
+        + (
+            f", {status['duplicates_removed']} duplicate(s) removed"
+            if status["duplicates_removed"]
             else ""
         ),
     )

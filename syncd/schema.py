@@ -119,6 +119,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE folders ADD COLUMN ino INTEGER",
         "ALTER TABLE folders ADD COLUMN replaced INTEGER NOT NULL DEFAULT 0",
     ),
+    # 7: when each indexed asset was made, so that of two copies of one (content, tags)
+    #    found by a rebuild the oldest is kept and the other removed.
+    ("ALTER TABLE remote_index ADD COLUMN created_at TEXT NOT NULL DEFAULT ''",),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

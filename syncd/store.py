@@ -39,6 +39,7 @@ from syncd.model import (
     CLAIMABLE,
     IN_FLIGHT,
     INITIAL,
+    LATE_POST,
     RECOVERY,
     FileStat,
     Job,
@@ -408,7 +409,13 @@ class Store:
             marks = ",".join("?" * len(states))
             jobs = self.jobs_where(conn, f"state IN ({marks})", states)
             for job in jobs:
-                self.move(conn, job, RECOVERY[job.state], reason="interrupted; resumed")
+                # An upload cut off mid-POST may still be stored, late, like a timed-out one.
+                late = (
+                    {"detail": {**job.detail, LATE_POST: True}}
+                    if job.kind is JobKind.UPLOAD
+                    else {}
+                )
+                self.move(conn, job, RECOVERY[job.state], reason="interrupted; resumed", **late)
         return len(jobs)
 
     # -- tracked files ---------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,8 @@ from syncd.errors import (
     RootUnavailable,
     StaleAttempt,
 )
-from syncd.model import FileStat, Job, JobState, RemoteAsset, identity_tag
+from syncd.listing import remove_duplicates
+from syncd.model import LATE_POST, FileStat, Job, JobState, RemoteAsset, identity_tag
 from syncd.safepath import Root
 from syncd.tags import asset_name, folder_tags
 
@@ -182,7 +184,7 @@ class UploadWorkflow:
         assert job.asset_key is not None
         asset = ctx.ledger.asset(job.asset_key)
         if asset is None or not ctx.ledger.refcount(job.asset_key):
-            ctx.ledger.upload_cancelled(job, "no file needs this asset now")
+            self._unneeded(job, asset)
             return
         if asset["asset_id"]:
             ctx.ledger.store.transition(job, JobState.DONE, reason="already uploaded")
@@ -210,6 +212,31 @@ class UploadWorkflow:
         if ctx.identity_tag:
             tags.append(identity_tag(asset["sha256"]))
         self._send(job, folder, relpath, asset, prepared=prepared, tags=tags)
+
+    def _unneeded(self, job: Job, asset: Mapping[str, Any] | None) -> None:
+        """No file needs the asset now: cancel, unless an earlier POST may have stored it.
+
+        Then look first: what is found is recorded, so its remote deletion follows as for
+        any released asset; cancelling blind would leave it in the library, known to no one.
+        """
+        ctx = self.ctx
+        if asset is None or asset["asset_id"] or not ctx.ledger.posted_before(job):
+            ctx.ledger.upload_cancelled(job, "no file needs this asset now")
+            return
+        tags = list(json.loads(asset["tags"]))
+        if ctx.identity_tag:
+            tags.append(identity_tag(asset["sha256"]))
+        try:
+            remote = self._reconcile(job, str(asset["name"]), tags, 0)
+        except ApiError as exc:
+            api_retry(ctx, job, exc, "upload.retry", asset=asset["name"])
+            return
+        if remote is None:
+            ctx.ledger.upload_cancelled(job, "no file needs this asset now")
+            return
+        ctx.breaker.success()
+        ctx.ledger.upload_done(job, remote)
+        log.info("upload.adopt_released", asset_id=remote.asset_id, name=asset["name"])
 
     def _configured_copy(self, job: Job) -> bool:
         """Whether a file of this asset still sits in a folder of the current config."""
@@ -278,11 +305,13 @@ class UploadWorkflow:
             log.warning("upload.failed", folder=folder.key, path=relpath, reason=str(exc))
             return
         except ApiError as exc:
-            api_retry(ctx, job, exc, "upload.retry", folder=folder.key, path=relpath)
+            size = len(prepared.data)
+            api_retry(ctx, job, exc, "upload.retry", size=size, folder=folder.key, path=relpath)
             return
         ctx.breaker.success()
         try:
-            ctx.ledger.upload_done(job, remote, prepared.adapted)
+            late = ctx.late.wait(len(prepared.data)) if job.detail.get(LATE_POST) else None
+            ctx.ledger.upload_done(job, remote, prepared.adapted, recheck_after=late)
         except StaleAttempt:
             log.warning("upload.stale", path=relpath, asset_id=remote.asset_id)
             return
@@ -299,7 +328,28 @@ class UploadWorkflow:
         )
 
     def _reconcile(self, job: Job, name: str, tags: list[str], size: int) -> RemoteAsset | None:
-        """Did an earlier attempt's POST get through? Look, and adopt what it made."""
+        """Did an earlier POST get through? Look, and adopt what it made.
+
+        With identity tags every copy is looked at: two mean a late answer landed beside
+        a re-send; the oldest is adopted and the other removed.
+        """
+        ctx = self.ctx
+        found = self._matches(job, name, tags, size)
+        if not ctx.identity_tag:
+            return next(found, None)
+        copies = list(found)
+        if not copies:
+            return None
+        kept = min(copies, key=lambda remote: (remote.created_at, remote.asset_id))
+        if len(copies) > 1:
+            pairs = [(remote.created_at, remote.asset_id) for remote in copies]
+            remove_duplicates(ctx.ledger, ctx.client, pairs, kept.asset_id)
+        log.info("upload.adopt", asset_id=kept.asset_id, name=name)
+        return kept
+
+    def _matches(self, job: Job, name: str, tags: list[str], size: int) -> Iterator[RemoteAsset]:
+        """Library assets an earlier attempt may have made: filtered by the identity tag
+        (one page, as a rule), and checked here for name and the exact tag set."""
         ctx = self.ctx
         if ctx.identity_tag:
             candidates = ctx.client.iter_assets(tag=tags[-1])
@@ -321,9 +371,7 @@ class UploadWorkflow:
                     full, name=name, tags=tags, file_size=full.file_size, size=size
                 ):
                     continue
-            log.info("upload.adopt", asset_id=remote.asset_id, name=name)
-            return remote
-        return None
+            yield remote
 
 
 @dataclass(frozen=True, slots=True)

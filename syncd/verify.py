@@ -2,14 +2,15 @@
 
 Every asset syncd uploads carries ``sha256:<32 hex>``; with it the library can be read
 back and matched exactly against the store: what is missing remotely (deleted by hand in
-the web app), what is there twice (should never happen), and which of our assets the store
-does not know (a state database that was lost or replaced). ``repair`` re-queues uploads
-for the missing ones; nothing is ever deleted by a verification.
+the web app), what is there twice (a server that stored a POST long after syncd gave up
+on it), and which of our assets the store does not know (a state database that was lost
+or replaced). ``repair`` re-queues uploads for the missing ones and removes syncd's own
+duplicates (never an asset without an identity tag).
 
-The listing is only a first look: offset paging skips an asset when an earlier one is
-deleted meanwhile, and an upload that lands after the listing is not in it. So an asset
-is called missing only once asking for it by id says 404; re-uploading one that exists
-would put it in the library twice.
+The library is read by :func:`syncd.listing.read_library`, which overlaps pages and reads
+again while the library moves. An upload that lands after the read is still not in it,
+so an asset is called missing only once asking for it by id says 404; re-uploading one
+that exists would put it in the library twice.
 
 A new state database (a first start, or one that replaced a lost or corrupt one) first
 indexes the library (:func:`index_library`), so files whose (content, tags) is already
@@ -20,13 +21,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
 from syncd.api import AssetsClient
 from syncd.errors import NotFound
 from syncd.ledger import Ledger
+from syncd.listing import ReadFigures, read_library, remove_copies, remove_duplicates
 from syncd.model import RemoteAsset, asset_key
 
 IDENTITY_PREFIX = "sha256:"
@@ -42,6 +44,7 @@ class Verification:
     duplicates: dict[str, list[str]] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
     requeued: int = 0
+    removed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -56,6 +59,7 @@ class Verification:
             "duplicates": self.duplicates,
             "unknown": self.unknown,
             "requeued": self.requeued,
+            "removed": self.removed,
         }
 
 
@@ -75,28 +79,41 @@ def short_key(key: str) -> str:
 
 
 def verify(ledger: Ledger, client: AssetsClient, *, repair: bool = False) -> Verification:
-    """Read the whole library once and the store's uploaded assets once; compare."""
+    """Read the whole library and the store's uploaded assets once each; compare.
+
+    With ``repair``: missing assets are uploaded again, and of syncd's own duplicates the
+    one the store records (else the oldest) is kept and the others deleted.
+    """
     result = Verification()
-    remote: dict[str, list[str]] = defaultdict(list)
-    for asset in client.iter_assets():
+    remote: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for asset in read_library(client):
         result.checked_remote += 1
         key = remote_key(asset)
         if key is not None:
-            remote[key].append(asset.asset_id)
+            remote[key].append((asset.created_at, asset.asset_id))
     local = {short_key(row["key"]): row for row in ledger.uploaded_assets()}
     result.checked_local = len(local)
     for key, row in local.items():
-        if row["asset_id"] in remote.get(key, []) or not _gone(client, row["asset_id"]):
+        ids = [asset_id for _created, asset_id in remote.get(key, [])]
+        if row["asset_id"] in ids or not _gone(client, row["asset_id"]):
             continue
         result.missing.append(row["asset_id"])
-        if repair and ledger.refcount(row["key"]):
+        if repair and ids:
+            # Another copy of ours is there: record it rather than upload a third.
+            oldest = min(remote[key])[1]
+            ledger.relink(row["key"], oldest)
+            local[key] = {**row, "asset_id": oldest}
+        elif repair and ledger.refcount(row["key"]):
             ledger.reupload(row["key"])
             result.requeued += 1
-    for key, ids in remote.items():
-        if len(ids) > 1:
-            result.duplicates[key] = ids
+    for key, copies in remote.items():
+        if len(copies) > 1:
+            result.duplicates[key] = [asset_id for _created, asset_id in sorted(copies)]
+            if repair:
+                keep = local[key]["asset_id"] if key in local else None
+                result.removed += remove_duplicates(ledger, client, copies, keep)
         if key not in local:
-            result.unknown.extend(ids)
+            result.unknown.extend(asset_id for _created, asset_id in copies)
     return result
 
 
@@ -109,19 +126,36 @@ def _gone(client: AssetsClient, asset_id: str) -> bool:
     return False
 
 
-def _ours(client: AssetsClient) -> Iterator[tuple[str, tuple[str, ...], str]]:
-    for asset in client.iter_assets():
+def _ours(assets: Iterable[RemoteAsset]) -> Iterator[tuple[str, tuple[str, ...], str, str]]:
+    for asset in assets:
         identity = [t for t in asset.tags if t.startswith(IDENTITY_PREFIX)]
-        if len(identity) == 1:
-            tags = tuple(t for t in asset.tags if not t.startswith(IDENTITY_PREFIX))
-            yield identity[0], tags, asset.asset_id
+        tags = tuple(t for t in asset.tags if not t.startswith(IDENTITY_PREFIX))
+        yield identity[0], tags, asset.asset_id, asset.created_at
 
 
-def index_library(ledger: Ledger, client: AssetsClient, *, batch: int = 1000) -> int:
-    """Record every asset of the library that carries an identity tag; streamed, batched."""
-    found = _ours(client)
+def index_library(
+    ledger: Ledger, client: AssetsClient, *, batch: int = 1000, figures: ReadFigures | None = None
+) -> int:
+    """Record every asset of the library that carries an identity tag; streamed, batched.
+
+    Second copies of one (content, tags) are removed once the read is over (deleting
+    during it would move the pages under the reader). When the library held any of
+    ours, the rebuild's time is kept: a file older than it that found nothing in the
+    index asks the library by its identity tag before uploading.
+    """
+    found = _ours(read_library(client, wanted=_is_ours, figures=figures))
     total = 0
+    copies: list[tuple[str, str]] = []
     while chunk := list(islice(found, batch)):
-        total += ledger.remember_remote(chunk)
-    ledger.store.set_meta("library_indexed", str(ledger.store.clock()))
-    return total
+        copies.extend(ledger.remember_remote(chunk))
+        total += len(chunk)
+    remove_copies(ledger, client, copies)
+    now = str(ledger.store.clock())
+    if total:
+        ledger.store.set_meta("library_rebuilt", now)
+    ledger.store.set_meta("library_indexed", now)
+    return total - len(copies)
+
+
+def _is_ours(asset: RemoteAsset) -> bool:
+    return remote_key(asset) is not None

@@ -1,7 +1,7 @@
 """The job workers: a fixed pool that claims due jobs and runs their workflows.
 
 Two kinds of lane, never a thread per file: hash workers take ``file`` jobs (disk-bound),
-API workers take ``upload`` and ``delete`` jobs (network-bound). API workers wait while
+API workers take ``upload``, ``delete`` and ``dedupe`` jobs (network-bound). API workers wait while
 the library is being indexed for a new database and while the breaker holds the API
 closed. A workflow's unexpected exception puts its job back for later; a job whose
 outcome could not be written (a full disk) is held by its worker until the store takes
@@ -22,7 +22,7 @@ from syncd.model import Job, JobKind, Workflow
 
 log = structlog.get_logger(__name__)
 
-API_KINDS = (JobKind.UPLOAD, JobKind.DELETE)
+API_KINDS = (JobKind.UPLOAD, JobKind.DELETE, JobKind.DEDUPE)
 FILE_KINDS = (JobKind.FILE,)
 #: How soon a job whose record failed (a full disk) is tried again.
 STORE_RETRY_SECONDS = 2.0

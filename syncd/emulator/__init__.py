@@ -39,13 +39,16 @@ Faults (:class:`Faults`) apply to ``/v1`` only: ``down`` answers 503 to everythi
 ``latency`` delays each request; ``rate_limit_rate`` answers 429; ``error_rate`` answers
 500/502/503 without doing anything; ``ambiguous_rate`` does the work (an upload is
 stored, a delete happens) and then closes the connection with no answer at all. Faults
-are drawn before auth, the drop after it.
+are drawn before auth, the drop after it. ``late_rate``/``late_seconds`` store an upload
+only after a wait longer than a client's timeout (a server that answers late), and
+``churn_adds``/``churn_deletes`` let another client (tag ``other-client``) add and delete
+assets after every list page; both draw from a second seeded generator.
 
 Inspection over HTTP, without auth (loopback only!), never faulted and not counted:
 
 * ``GET /_emulator/state`` → ``{"assets": [... full records with sha256 ...],
   "requests": {"POST /v1/training-asset": n, ...}, "faults": {"error": n, "rate_limit":
-  n, "ambiguous": n, "latency": n, "down": n}, "fault_settings": {...},
+  n, "ambiguous": n, "latency": n, "down": n, "late": n, "churn": n}, "fault_settings": {...},
   "processing_seconds": s}``
 * ``GET /_emulator/faults`` → ``{"fault_settings": {...}}``
 * ``POST /_emulator/faults`` with the :class:`Faults` fields as JSON (missing ones take
@@ -58,7 +61,7 @@ at most 256 px a side) at ``/thumbnails/<asset_id>.png``.
 """
 
 from .command import main
-from .faults import Faults
+from .faults import OTHER_CLIENT_TAG, Faults
 from .server import EmulatorServer
 
-__all__ = ["EmulatorServer", "Faults", "main"]
+__all__ = ["OTHER_CLIENT_TAG", "EmulatorServer", "Faults", "main"]

@@ -14,6 +14,7 @@ the client instead of a broken pipe.
 from __future__ import annotations
 
 import contextlib
+import io
 import ipaddress
 import socket
 import sys
@@ -26,7 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import structlog
 
 from . import endpoints as ep
-from .forms import Body, ClientGone
+from .forms import FORM_OVERHEAD, MAX_FILE_BYTES, Body, ClientGone
 from .wire import ApiError, Reply, error_reply
 
 log = structlog.get_logger(__name__)
@@ -183,6 +184,8 @@ class Handler(BaseHTTPRequestHandler):
         if not self.state.accepts(self.headers.get("Authorization")):
             raise ApiError(401, "unauthorized", "missing or invalid API key",
                            {"WWW-Authenticate": 'Bearer realm="assets"'})  # fmt: skip
+        if self.command == "POST" and (late := self.state.faults.late()):
+            self._answer_late(request, late)
         try:
             reply = endpoint(self.state, request)
         except ApiError as exc:
@@ -191,6 +194,16 @@ class Handler(BaseHTTPRequestHandler):
             self._drop()
             return None
         return reply
+
+    def _answer_late(self, request: ep.Request, seconds: float) -> None:
+        """A slow server: take the whole body now, store it only after ``seconds``.
+
+        The client may time out and hang up meanwhile; the upload is stored all the same
+        (its answer then goes nowhere), which is what a late answer looks like to a client.
+        """
+        raw = self.body.read_all(MAX_FILE_BYTES + FORM_OVERHEAD)
+        request.body = self.body = Body(io.BytesIO(raw), len(raw))
+        self.state.stopping.wait(seconds)
 
     def _drop(self) -> None:
         """The ambiguous failure: the work is done, but the client never hears of it."""

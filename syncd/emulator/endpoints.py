@@ -17,9 +17,9 @@ from email.message import Message
 from pathlib import PurePosixPath
 from typing import Any
 
-from .faults import FaultInjector, Faults
+from .faults import OTHER_CLIENT_TAG, FaultInjector, Faults
 from .forms import MAX_JSON_BYTES, Body, read_upload
-from .images import UndecodableImage, decode, sniff_format
+from .images import UndecodableImage, decode, sniff_format, tiny_png
 from .storage import Library
 from .wire import ApiError, Reply, bad_request
 
@@ -111,6 +111,7 @@ def list_assets(state: State, req: Request) -> Reply:
         raise bad_request(f"status must be one of {', '.join(STATUSES)}")
     tags = [tag for value in req.query.get("tags", []) for tag in value.split(",") if tag]
     records, total = state.library.page(limit=limit, offset=offset, status=status, tags=tags)
+    other_client_churn(state)
     return Reply(
         200,
         {
@@ -121,6 +122,30 @@ def list_assets(state: State, req: Request) -> Reply:
             "has_more": offset + len(records) < total,
         },
     )
+
+
+def other_client_churn(state: State) -> None:
+    """Between two list pages, another client adds assets and deletes some of its own.
+
+    Its assets carry ``other-client`` and never an identity tag; what it deletes sits
+    anywhere in the listing order, so an offset reader sees later pages shift.
+    """
+    adds, picks = state.faults.churn()
+    if not (adds or picks):
+        return
+    library = state.library
+    for _ in range(adds):
+        data = tiny_png(state.faults.extra_seed())
+        library.add("other", [OTHER_CLIENT_TAG], "png", data, decode(data, "png"))
+    _, mine = library.page(limit=1, offset=0, status=None, tags=[OTHER_CLIENT_TAG])
+    for pick in picks:
+        if mine <= 0:
+            return
+        found, _ = library.page(
+            limit=1, offset=int(pick * mine), status=None, tags=[OTHER_CLIENT_TAG]
+        )
+        if found and library.delete(found[0]["asset_id"]):
+            mine -= 1
 
 
 def get_asset(state: State, req: Request) -> Reply:

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 SERVER_ERRORS = (500, 502, 503)
-FAULT_KINDS = ("error", "rate_limit", "ambiguous", "latency", "down")
+FAULT_KINDS = ("error", "rate_limit", "ambiguous", "latency", "down", "late", "churn")
+#: The tag of the assets another client adds and deletes (``churn_*``); never syncd's.
+OTHER_CLIENT_TAG = "other-client"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,13 @@ class Faults:
     request is handled in full (an upload is stored) and then the connection is closed
     with no answer at all. ``down``: every request answers 503. ``seed``: makes the
     draws replayable; ``None`` draws from the OS.
+
+    ``late_rate``: chance that an upload is answered only after ``late_seconds``: the body
+    is read at once, the asset stored at the end of the wait, then answered (usually to a
+    client that gave up long before). ``churn_adds`` / ``churn_deletes``: after every list
+    page, another client adds that many assets and deletes that many of its own (tagged
+    ``other-client``), so a whole-library read sees the library move under it. These draw
+    from a second generator, so a seed replays the same 5xx/429/drop faults as before.
     """
 
     error_rate: float = 0.0
@@ -37,13 +46,17 @@ class Faults:
     ambiguous_rate: float = 0.0
     down: bool = False
     seed: int | None = None
+    late_rate: float = 0.0
+    late_seconds: float = 0.0
+    churn_adds: int = 0
+    churn_deletes: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "rate_limit_rate", "ambiguous_rate"):
+        for name in ("error_rate", "rate_limit_rate", "ambiguous_rate", "late_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, not {value!r}")
-        for name in ("retry_after", "latency"):
+        for name in ("retry_after", "latency", "late_seconds", "churn_adds", "churn_deletes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
 
@@ -81,6 +94,7 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._faults = Faults()
         self._rng = random.Random()  # noqa: S311 - fault draws, not secrets
+        self._extra = random.Random()  # noqa: S311 - late answers and churn
         self._counts = dict.fromkeys(FAULT_KINDS, 0)
         self.configure(faults or Faults())
 
@@ -94,6 +108,8 @@ class FaultInjector:
         with self._lock:
             self._faults = faults
             self._rng = random.Random(faults.seed)  # noqa: S311 - fault draws, not secrets
+            extra = None if faults.seed is None else f"extra-{faults.seed}"
+            self._extra = random.Random(extra)  # noqa: S311 - late answers and churn
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -120,6 +136,30 @@ class FaultInjector:
                 status = SERVER_ERRORS[int(code_roll * len(SERVER_ERRORS))]
                 return Decision(latency=f.latency, status=status)
             return Decision(latency=f.latency, drop_after=drop_roll < f.ambiguous_rate)
+
+    def late(self) -> float:
+        """Seconds an upload is held before it is stored and answered (0: at once)."""
+        with self._lock:
+            f = self._faults
+            if f.late_rate <= 0 or f.late_seconds <= 0 or self._extra.random() >= f.late_rate:
+                return 0.0
+            self._counts["late"] += 1
+            return f.late_seconds
+
+    def churn(self) -> tuple[int, list[float]]:
+        """After a list page: how many assets the other client adds, and which of its own
+        it deletes (each a fraction in [0, 1) of its assets, picked by the seeded draws)."""
+        with self._lock:
+            f = self._faults
+            if not (f.churn_adds or f.churn_deletes):
+                return 0, []
+            self._counts["churn"] += 1
+            return f.churn_adds, [self._extra.random() for _ in range(f.churn_deletes)]
+
+    def extra_seed(self) -> int:
+        """A seed for the content the other client adds, from the same replayable draws."""
+        with self._lock:
+            return self._extra.randrange(2**31)
 
     def count_drop(self) -> None:
         """Counted when the drop happens, since an unauthorised request is never dropped."""

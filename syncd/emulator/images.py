@@ -57,3 +57,12 @@ def _thumbnail(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
+
+
+def tiny_png(seed: int) -> bytes:
+    """A small PNG whose bytes differ per seed: what another client uploads (churn)."""
+    image = Image.new("RGB", (8, 8), (seed & 255, (seed >> 8) & 255, (seed >> 16) & 255))
+    image.putpixel((seed % 8, (seed >> 3) % 8), (255 - (seed & 255), 0, 0))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from syncd.emulator import EmulatorServer
+from syncd.emulator import OTHER_CLIENT_TAG, EmulatorServer
 from tests.running import Running
 from tests.support import config_text, wait_until, write_image
 
@@ -97,10 +97,15 @@ def sha(data: bytes) -> str:
 
 
 def pairs(emulator: EmulatorServer) -> collections.Counter[Pair]:
-    """The library as (content hash, folder tags) pairs, with how often each occurs."""
+    """The library as (content hash, folder tags) pairs, with how often each occurs.
+
+    Assets another client added (the emulator's churn, tagged ``other-client``) are not
+    syncd's and are left out.
+    """
     return collections.Counter(
         (a["sha256"], tuple(t for t in a["tags"] if not t.startswith("sha256:")))
         for a in emulator.assets()
+        if OTHER_CLIENT_TAG not in a["tags"]
     )
 
 

@@ -7,7 +7,11 @@ places, a move onto an existing file, a copy over another, a file deleted and wr
 Each example gets fresh folders, a fresh state database and an emptied emulator, and runs a
 real ``syncd run`` process, which ``Kill`` ends with SIGKILL and ``Restart`` with SIGTERM.
 Each example starts with a few files already there (found by the start-up scan), and runs
-with API faults on throughout: 10% 5xx, 10% answers dropped after the work was done.
+with API faults on throughout: 10% 5xx, 10% answers dropped after the work was done. Two
+actions change the world beyond the disk: ``Churn`` lets a second client add and delete
+assets of its own after every list page from then on (the library must keep them and
+nothing of syncd's may be missed), and ``Late`` answers uploads only after the client's
+timeout from then on (each must still be stored once).
 
 Replay: the run prints its seed; ``SYNCD_PROPERTY_SEED=<seed> pytest
 tests/faults/test_property.py`` draws the same sequences (the daemon's thread timing still
@@ -23,7 +27,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -135,7 +139,21 @@ class Kill:
     tenths: int
 
 
-Op = Write | Move | Copy | Delete | Pause | Restart | Kill
+@dataclass(frozen=True)
+class Churn:
+    """From now on another client adds ``adds`` assets and deletes one after each list page."""
+
+    adds: int
+
+
+@dataclass(frozen=True)
+class Late:
+    """From now on, half the uploads are stored and answered only after the timeout."""
+
+    tenths: int
+
+
+Op = Write | Move | Copy | Delete | Pause | Restart | Kill | Churn | Late
 
 
 def _path(tree: Path, place: int, name: int) -> Path:
@@ -155,7 +173,11 @@ operations = st.one_of(
     st.builds(Restart, st.integers(0, 5)),
     st.builds(Kill, st.integers(0, 5)),
     st.builds(Kill, st.integers(0, 5)),
+    st.builds(Churn, st.integers(1, 3)),
+    st.builds(Late, st.integers(1, 10)),
 )
+#: A late answer comes this long after the request: past the 5 s timeout of the config.
+LATE_SECONDS = 6.0
 
 
 # --- one example -------------------------------------------------------------------------
@@ -193,6 +215,8 @@ class Totals:
         self.operations = 0
         self.kills = 0
         self.restarts = 0
+        self.churns = 0
+        self.lates = 0
 
     def add(self, emulator: EmulatorServer) -> None:
         stats = emulator.stats()
@@ -207,10 +231,12 @@ class Example:
     """The folders, config and daemon of one drawn sequence."""
 
     def __init__(
-        self, base: Path, emulator: EmulatorServer, number: int, start: list[Write]
+        self, base: Path, emulator: EmulatorServer, number: int, start: list[Write], faults: Faults
     ) -> None:
         self.tree = base / f"example{number}"
         self.emulator = emulator
+        self.faults = faults
+        emulator.set_faults(faults)
         for root, data in ANCHORS.items():
             (self.tree / root).mkdir(parents=True)
             (self.tree / root / "anchor.jpg").write_bytes(data)
@@ -229,6 +255,17 @@ class Example:
         return DaemonProcess(self.config, self.tree / f"daemon{self.starts}.log").start()
 
     def run(self, op: Op, totals: Totals) -> None:
+        if isinstance(op, Churn):
+            totals.churns += 1
+            self.faults = replace(self.faults, churn_adds=op.adds, churn_deletes=1)
+            self.emulator.set_faults(self.faults)
+            return
+        if isinstance(op, Late):
+            totals.lates += 1
+            self.faults = replace(self.faults, late_rate=0.5, late_seconds=LATE_SECONDS)
+            self.emulator.set_faults(self.faults)
+            time.sleep(op.tenths / 10)  # from now on, half the uploads are answered late
+            return
         if isinstance(op, Pause | Restart | Kill):
             time.sleep(op.tenths / 10)  # the daemon works meanwhile; nothing waits on it
         if isinstance(op, Restart):
@@ -303,8 +340,7 @@ def test_random_operations_converge_to_exactly_the_disk(
     def sequence(start: list[Write], ops: list[Op]) -> None:
         emulator.reset()
         faults = Faults(error_rate=0.1, ambiguous_rate=0.1, seed=SEED + totals.examples)
-        emulator.set_faults(faults)
-        example = Example(tmp_path, emulator, totals.examples, start)
+        example = Example(tmp_path, emulator, totals.examples, start, faults)
         totals.examples += 1
         totals.operations += len(ops)
         try:
@@ -318,7 +354,8 @@ def test_random_operations_converge_to_exactly_the_disk(
     sequence()
     note = (
         f"seed={SEED} examples={totals.examples} ops={totals.operations} "
-        f"kills={totals.kills} restarts={totals.restarts}"
+        f"kills={totals.kills} restarts={totals.restarts} churn={totals.churns} "
+        f"late={totals.lates} faults={dict(totals.faults)}"
     )
     print(f"property test: {note}")
     # Totals answers stats() like the emulator, summed over the examples.

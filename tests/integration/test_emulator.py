@@ -456,7 +456,7 @@ def test_inspection_over_http(emulator: EmulatorServer, client: httpx.Client) ->
         assert state["assets"][0]["sha256"] == hashlib.sha256(data).hexdigest()
         assert state["requests"]["POST /v1/training-asset"] == 1
         assert state["faults"] == dict.fromkeys(
-            ["error", "rate_limit", "ambiguous", "latency", "down"], 0
+            ["error", "rate_limit", "ambiguous", "latency", "down", "late", "churn"], 0
         )
 
         assert inspect.post("/faults", json={"down": True}).status_code == 200

@@ -175,3 +175,96 @@ def test_the_verify_command_reads_its_config_once(start_daemon, hot: Path) -> No
     result = CliRunner().invoke(main, ["verify", "-c", conf, "--json"])
     assert result.exit_code == 0, result.output
     assert opened.count(conf) == 1
+
+
+def _post_copy(emulator, data: bytes, tags: list[str], name: str) -> str:
+    """Another copy of an image, POSTed straight to the library as a second client would."""
+    answer = httpx.post(
+        f"{emulator.base_url}/v1/training-asset",
+        files={"file": (f"{name}.jpg", data, "image/jpeg")},
+        data={"tags[]": tags, "name": name},
+        headers={"Authorization": "Bearer test-key"},
+    )
+    assert answer.status_code == 201
+    return str(answer.json()["asset_id"])
+
+
+def test_duplicates_are_reported_and_repair_keeps_the_recorded_copy(
+    start_daemon, hot, emulator
+) -> None:
+    """Two extra copies of our asset: verify lists them; --repair deletes them, keeps ours."""
+    run: Running = start_daemon()
+    write_image(hot / "d" / "a.jpg", 330)
+    (asset,) = run.wait_assets(1)
+    data = (hot / "d" / "a.jpg").read_bytes()
+    extra = [_post_copy(emulator, data, asset["tags"], "a") for _ in range(2)]
+    # Same content without our identity tag, and our tag with other folder tags: not ours
+    # to remove as duplicates.
+    plain = _post_copy(emulator, data, ["studio", "d"], "a")
+    other_tags = _post_copy(emulator, data, [*asset["tags"], "more"], "a")
+    assert run.daemon.ctx is not None
+    ledger, client = run.daemon.ctx.ledger, run.daemon.ctx.client
+    found = verify(ledger, client)
+    assert [sorted(ids) for ids in found.duplicates.values()] == [
+        sorted([asset["asset_id"], *extra])
+    ]
+    assert found.removed == 0 and len(emulator.assets()) == 5
+    repaired = verify(ledger, client, repair=True)
+    assert repaired.removed == 2
+    left = {a["asset_id"] for a in emulator.assets()}
+    assert left == {asset["asset_id"], plain, other_tags}
+    assert ledger.summary()["duplicates_removed"] == 2
+    assert not verify(ledger, client).duplicates
+
+
+def test_a_whole_library_read_under_churn_misses_none_of_ours(emulator) -> None:
+    """Another client deleting between pages: a plain offset pass skips, read_library does not."""
+    from syncd.emulator import OTHER_CLIENT_TAG, Faults
+    from syncd.listing import ReadFigures, read_library
+    from syncd.verify import remote_key
+    from tests.support import image_bytes
+
+    with httpx.Client(
+        base_url=emulator.base_url, headers={"Authorization": "Bearer test-key"}
+    ) as http:
+        for i in range(260):
+            ours = i >= 60
+            tags = ["studio", f"sha256:{i:032x}"] if ours else [OTHER_CLIENT_TAG]
+            files = {"file": (f"{i}.png", image_bytes(5000 + i, "PNG"), "image/png")}
+            assert http.post("/v1/training-asset", files=files, data={"tags[]": tags}).is_success
+    churn = Faults(churn_adds=1, churn_deletes=4, seed=3)
+    with AssetsClient(emulator.base_url, lambda: "test-key") as client:
+        emulator.set_faults(churn)
+        plain = sum(remote_key(a) is not None for a in client.iter_assets())
+        emulator.set_faults(churn)
+        figures = ReadFigures()
+        ours = list(
+            read_library(client, wanted=lambda a: remote_key(a) is not None, figures=figures)
+        )
+    assert plain < 200
+    assert len(ours) == len({a.asset_id for a in ours}) == 200
+    assert figures.passes >= 2 and figures.requests > 3
+
+
+def test_repair_records_a_copy_of_a_lost_asset_instead_of_uploading_it(
+    start_daemon, hot, emulator
+) -> None:
+    """The recorded asset deleted by hand, another copy of ours there: relinked, no POST."""
+    run: Running = start_daemon()
+    write_image(hot / "a.jpg", 340)
+    (asset,) = run.wait_assets(1)
+    copy = _post_copy(emulator, (hot / "a.jpg").read_bytes(), asset["tags"], "a")
+    answer = httpx.delete(
+        f"{emulator.base_url}/v1/assets/{asset['asset_id']}",
+        headers={"Authorization": "Bearer test-key"},
+    )
+    assert answer.status_code == 204
+    assert run.daemon.ctx is not None
+    posts = emulator.stats()["requests"]["POST /v1/training-asset"]
+    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.client, repair=True)
+    assert result.missing == [asset["asset_id"]] and result.requeued == 0
+    assert run.daemon.store is not None
+    assert run.daemon.store.query("SELECT asset_id FROM assets")[0]["asset_id"] == copy
+    wait_until(run.idle)
+    assert emulator.stats()["requests"]["POST /v1/training-asset"] == posts
+    assert verify(run.daemon.ctx.ledger, run.daemon.ctx.client).ok

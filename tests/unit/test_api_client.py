@@ -200,6 +200,37 @@ def test_post_without_answer_is_outcome_unknown_after_one_request(error: Excepti
 
 
 @pytest.mark.parametrize(
+    ("answer", "late"),
+    [
+        (httpx.ReadTimeout("timed out"), True),
+        (httpx.WriteTimeout("timed out"), True),
+        (httpx.Response(504, text="gateway timeout"), True),
+        (httpx.RemoteProtocolError("Server disconnected without sending a response."), False),
+        (httpx.ReadError("connection reset"), False),
+        (httpx.Response(502, text="bad gateway"), False),
+        (httpx.Response(500, text="boom"), False),
+    ],
+)
+def test_an_unknown_outcome_says_whether_the_server_may_still_be_working(
+    answer: httpx.Response | Exception, late: bool
+) -> None:
+    """Timeouts and 504 may land later (look after a wait); a closed connection or 500 not."""
+    rec = Recorder(answer)
+    with make_client(rec) as client, pytest.raises(OutcomeUnknown) as raised:
+        upload(client)
+    assert raised.value.late is late
+
+
+def test_the_late_answer_wait_covers_the_timeout_and_grows_with_the_body() -> None:
+    """At least the timeout (or the configured floor), plus seconds per MB of body."""
+    from syncd.plan import LateAnswers
+
+    assert LateAnswers(timeout=30, per_mb=5).wait(9_500_000) == pytest.approx(77.5)
+    assert LateAnswers(timeout=30, per_mb=5).wait(0) == 30
+    assert LateAnswers(timeout=1, floor=4, per_mb=0).wait(10_000_000) == 4
+
+
+@pytest.mark.parametrize(
     "error",
     [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"), httpx.PoolTimeout("busy")],
 )

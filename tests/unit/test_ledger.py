@@ -202,7 +202,7 @@ def test_a_newly_excluded_file_is_forgotten_without_deleting_its_asset(ledger: L
 
 def test_an_index_entry_is_adopted_once_and_then_forgotten(ledger: Ledger) -> None:
     """A file matching the library index takes its asset_id; a later return re-uploads."""
-    ledger.remember_remote([(f"sha256:{SHA_A[:32]}", ("t",), "remote-1")])
+    ledger.remember_remote([(f"sha256:{SHA_A[:32]}", ("t",), "remote-1", "")])
     result = link(ledger, "a.jpg", SHA_A)
     assert (result.queued_upload, result.asset_id) == (False, "remote-1")
     assert ledger.store.query("SELECT * FROM remote_index") == []
@@ -214,7 +214,7 @@ def test_an_index_entry_is_adopted_once_and_then_forgotten(ledger: Ledger) -> No
 def test_an_upload_found_in_the_index_ends_without_a_post(ledger: Ledger) -> None:
     """An upload job whose asset the index learned of meanwhile is adopted, not sent."""
     link(ledger, "a.jpg", SHA_A)
-    ledger.remember_remote([(f"sha256:{SHA_A[:32]}", ("t",), "remote-2")])
+    ledger.remember_remote([(f"sha256:{SHA_A[:32]}", ("t",), "remote-2", "")])
     assert ledger.upload_from_index(claim(ledger, JobKind.UPLOAD)) == "remote-2"
     assert states(ledger, JobKind.UPLOAD) == ["done"]
 
@@ -226,10 +226,32 @@ def test_a_post_sent_by_a_cancelled_job_makes_the_next_one_reconcile(ledger: Led
     assert not ledger.posted_before(first)
     ledger.retry_later(first, 0, "OutcomeUnknown")
     gone(ledger, "a.jpg")
-    assert states(ledger, JobKind.UPLOAD) == ["cancelled"]
+    # It tried once: it stays, to look for what its POST may have stored.
+    assert states(ledger, JobKind.UPLOAD) == ["pending"]
+    looking = claim(ledger, JobKind.UPLOAD)
+    assert ledger.posted_before(looking)
+    assert ledger.upload_cancelled(looking, "no file needs this asset now")
     link(ledger, "a.jpg", SHA_A, inode=2)
     second = claim(ledger, JobKind.UPLOAD)
     assert second.attempt == 1 and ledger.posted_before(second)
+
+
+def test_an_upload_that_finished_leaves_nothing_to_look_for(ledger: Ledger) -> None:
+    """Uploaded, deleted remotely, needed again: one POST, no lookup (renamed back)."""
+    link(ledger, "a.jpg", SHA_A)
+    upload(ledger, "asset-1")
+    gone(ledger, "a.jpg")
+    ledger.delete_done(claim(ledger, JobKind.DELETE, later=60))
+    link(ledger, "a.jpg", SHA_A, inode=2)
+    again = claim(ledger, JobKind.UPLOAD)
+    assert not ledger.posted_before(again)
+
+
+def test_a_pending_upload_never_tried_is_cancelled_on_release(ledger: Ledger) -> None:
+    """An upload that never went out has nothing to look for: released, it is cancelled."""
+    link(ledger, "a.jpg", SHA_A)
+    gone(ledger, "a.jpg")
+    assert states(ledger, JobKind.UPLOAD) == ["cancelled"]
 
 
 def test_an_upload_cancel_that_lost_a_race_requeues_instead(ledger: Ledger) -> None:
@@ -274,6 +296,8 @@ def test_prune_keeps_the_history_reconciliation_needs(ledger: Ledger) -> None:
     link(ledger, "a.jpg", SHA_A)
     ledger.retry_later(claim(ledger, JobKind.UPLOAD), 0, "OutcomeUnknown")
     gone(ledger, "a.jpg")
+    # The worker looked, found nothing, and cancelled it.
+    assert ledger.upload_cancelled(claim(ledger, JobKind.UPLOAD), "no file needs this asset now")
     removed = ledger.prune(before=ledger.store.clock() + 1)
     left = ledger.store.query("SELECT kind, state FROM jobs")
     assert removed == 2 and left == [{"kind": "upload", "state": "cancelled"}]

@@ -80,6 +80,7 @@ def test_every_live_state_is_counted_even_when_empty(store: Store) -> None:
         "file": {"pending": 0, "hashing": 0, "failed": 0},
         "upload": {"pending": 0, "uploading": 0, "failed": 0},
         "delete": {"waiting": 0, "held": 0, "deleting": 0, "failed": 0},
+        "dedupe": {"pending": 0, "checking": 0},
     }
 
 

@@ -141,16 +141,22 @@ def test_upload_claim_records_the_intent_before_any_post(store: Store) -> None:
 
 
 def test_recover_moves_every_in_flight_state_back(store: Store) -> None:
-    """hashing, uploading and deleting jobs become claimable again after a crash."""
+    """hashing, uploading, deleting and checking jobs become claimable again after a crash."""
     add_job(store)
     with store.write() as conn:
         store.new_job(conn, JobKind.UPLOAD, "/hot", asset_key="k")
         store.new_job(conn, JobKind.DELETE, "/hot", asset_key="k2")
+        store.new_job(conn, JobKind.DEDUPE, "/hot", asset_key="k3")
     for kind in JobKind:
         assert store.claim([kind]) is not None
-    assert store.recover() == 3
+    assert store.recover() == 4
     states = {r["kind"]: r["state"] for r in store.query("SELECT kind, state FROM jobs")}
-    assert states == {"file": "pending", "upload": "pending", "delete": "waiting"}
+    assert states == {
+        "file": "pending",
+        "upload": "pending",
+        "delete": "waiting",
+        "dedupe": "pending",
+    }
 
 
 def test_readonly_open_does_not_create_a_database(tmp_path: Path) -> None:
