@@ -33,6 +33,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 OVERSIZE_POLICIES = ("fail", "downscale")
 CONVERTIBLE = ("tiff", "heic")
+PROCESSING_FAILED_POLICIES = ("report", "reupload")
 MAX_CONCURRENCY = 64
 SYSTEM_CONFIG = Path("/etc/syncd/config.toml")
 
@@ -61,6 +62,10 @@ class LogConfig:
 @dataclass(frozen=True)
 class DaemonConfig:
     rescan_interval_seconds: float = 3600.0
+    #: Follow-ups of remote processing back off from a few seconds up to this.
+    processing_check_max_seconds: float = 300.0
+    #: At most this many follow-up requests a second, whatever is pending.
+    processing_requests_per_second: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class FolderConfig:
     poll_interval_seconds: float = 5.0
     oversize: Literal["fail", "downscale"] = "fail"
     convert: tuple[str, ...] = ()
+    on_processing_failed: Literal["report", "reupload"] = "report"
 
     @property
     def key(self) -> str:
@@ -293,7 +299,11 @@ _LOG: dict[str, Convert] = {
     "level": _choice(*LOG_LEVELS, fold_case=True),
     "format": _choice(*LOG_FORMATS),
 }
-_DAEMON: dict[str, Convert] = {"rescan_interval_seconds": _number(0, inclusive=False)}
+_DAEMON: dict[str, Convert] = {
+    "rescan_interval_seconds": _number(0, inclusive=False),
+    "processing_check_max_seconds": _number(1, inclusive=True),
+    "processing_requests_per_second": _number(0, inclusive=False),
+}
 _FOLDER: dict[str, Convert] = {
     "path": _path,
     "tags": _strings(),
@@ -307,6 +317,7 @@ _FOLDER: dict[str, Convert] = {
     "poll_interval_seconds": _number(0, inclusive=False),
     "oversize": _choice(*OVERSIZE_POLICIES),
     "convert": _strings(allowed=CONVERTIBLE),
+    "on_processing_failed": _choice(*PROCESSING_FAILED_POLICIES),
 }
 _TOP_LEVEL = ("api", "state", "log", "daemon", "folders")
 

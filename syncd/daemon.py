@@ -34,8 +34,10 @@ from syncd.deletions import DeleteWorkflow
 from syncd.errors import ApiError, AuthError, PermanentError, StoreError
 from syncd.intake import Intake, ScanRequests
 from syncd.ledger import Ledger
+from syncd.lifecycle import Lifecycle
 from syncd.model import JobKind, Workflow
 from syncd.notify import Notifier
+from syncd.processing import Pace, ProcessingFollowUp
 from syncd.store import Store
 from syncd.sweep import Sweeper
 from syncd.tags import Rules
@@ -60,6 +62,8 @@ class Timers:
     tick: float = 0.5
     heartbeat: float = 5.0
     key_probe: float = 30.0
+    #: The first look at an upload's processing, doubled per look up to the config's cap.
+    processing_first: float = 5.0
 
 
 class Daemon:
@@ -132,6 +136,13 @@ class Daemon:
             max_watches=self.max_watches,
         )
         self.sweeper = Sweeper(self.ctx)
+        self.followup = ProcessingFollowUp(
+            self.ctx,
+            Lifecycle(self.store, self.folders),
+            Pace(self.config.daemon.processing_requests_per_second, self.stopping.wait),
+            first=self.timers.processing_first,
+            cap=self.config.daemon.processing_check_max_seconds,
+        )
         flows: dict[JobKind, Workflow] = {
             JobKind.FILE: FileWorkflow(self.ctx),
             JobKind.UPLOAD: UploadWorkflow(self.ctx),
@@ -151,6 +162,14 @@ class Daemon:
             self._spawn(f"syncd-hash-{i}", lambda: workers.loop(FILE_KINDS))
         for i in range(self.config.api.concurrency):
             self._spawn(f"syncd-api-{i}", lambda: workers.loop(API_KINDS))
+        self._spawn("syncd-processing", self._follow_processing)
+
+    def _follow_processing(self) -> None:
+        """Remote processing is followed once the library index (if any) is read."""
+        while not self.indexed.wait(0.2):
+            if self.stopping.is_set():
+                return
+        self.followup.loop(self.stopping.wait)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=self._guarded, args=(name, target), name=name, daemon=True)

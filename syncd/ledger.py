@@ -384,9 +384,10 @@ class Ledger(Admin):
         with self.store.write() as conn:
             self.store.move(conn, job, S.DONE, reason=None)
             conn.execute(
-                "UPDATE assets SET asset_id = ?, remote_status = ?, uploaded_at = ?, adapted = ?"
+                "UPDATE assets SET asset_id = ?, remote_status = ?, uploaded_at = ?, adapted = ?,"
+                " remote_size = ?, remote_reason = NULL, remote_next = NULL, remote_tries = 0"
                 " WHERE key = ?",
-                (remote.asset_id, remote.status, now, adapted, job.asset_key),
+                (remote.asset_id, remote.status, now, adapted, remote.file_size, job.asset_key),
             )
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_upload', ?)", (str(now),)

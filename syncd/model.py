@@ -219,6 +219,8 @@ class RemoteAsset:
     file_size: int | None = None
     format: str | None = None
     updated_at: str | None = None
+    #: Why processing failed, when the server says (``failure_reason`` or ``error``).
+    failure_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

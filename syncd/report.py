@@ -26,12 +26,15 @@ from rich.table import Table
 
 from syncd.config import Config, FolderConfig
 from syncd.ledger import Ledger
+from syncd.lifecycle import Lifecycle
 from syncd.model import FINISHED, TRANSITIONS, Job, JobKind, JobState
 from syncd.store import Store
 
 #: How many held deletions and failures are listed by name (the counts are complete).
 HELD_SHOWN = 5
 FAILURES_SHOWN = 10
+#: How many assets whose processing failed (or that were deleted remotely) are listed.
+REMOTE_SHOWN = 100
 
 Status = dict[str, Any]
 
@@ -80,6 +83,7 @@ def gather(
         "last_upload": _iso(_epoch(store.get_meta("last_upload"))),
         "api_key": {"rejected": rejected is not None, "rejected_since": _iso(rejected)},
         "folders": [_folder(store, folder) for folder in folders],
+        "remote": Lifecycle(store, ledger.folders).summary(REMOTE_SHOWN),
     }
 
 
@@ -232,6 +236,7 @@ def render(status: Status, console: Console, *, now: float) -> None:
     console.print(facts)
     console.print(_queue_table(status["jobs"]))
     console.print(_folders_table(status["folders"], now))
+    _render_remote(status["remote"], console)
     _render_held(status["held_deletions"], console)
     _render_failures(status["failures"], console)
 
@@ -284,6 +289,20 @@ def _folders_table(folders: list[dict[str, Any]], now: float) -> Table:
             escape(folder["reason"] or ""),
         )
     return table
+
+
+def _render_remote(remote: dict[str, Any], console: Console) -> None:
+    """The library's side: how many assets are usable, and which could not be processed."""
+    line = (
+        f"remote processing: {remote['ready']} ready, {remote['processing']} processing,"
+        f" {remote['failed']} failed"
+    )
+    if remote["deleted"]:
+        line += f", {remote['deleted']} deleted by someone else"
+    console.print(line)
+    for item in remote["failed_files"] + remote["deleted_files"]:
+        where = item["path"] or item["asset_id"]
+        console.print(escape(f"  {where}: {item['reason']}"))
 
 
 def _render_held(held: dict[str, Any], console: Console) -> None:

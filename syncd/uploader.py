@@ -273,6 +273,8 @@ class UploadWorkflow:
         else:
             candidates = ctx.client.iter_assets(tag=tags[0] if tags else None)
         for remote in candidates:
+            if remote.status == "failed":
+                continue  # a failed asset is being replaced, never adopted
             created = _epoch(remote.created_at)
             if not plan.matches_intent(
                 remote,
