@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from syncd import fstype
 from syncd.api import AssetsClient
 from syncd.apikey import ApiKey
 from syncd.config import Config, FolderConfig, require_api_key
@@ -52,9 +53,12 @@ class Finding:
         return cls(check, text, fix, Level.PROBLEM)
 
 
-def run_all(config: Config, *, inotify_limit: Path = INOTIFY_LIMIT) -> list[Finding]:
+def run_all(
+    config: Config, *, inotify_limit: Path = INOTIFY_LIMIT, mountinfo: Path = fstype.MOUNTINFO
+) -> list[Finding]:
     """Every check, in the order a person would fix things."""
-    findings = [*folder_findings(config), *watch_findings(config, inotify_limit)]
+    findings = [*folder_findings(config), *mode_findings(config, mountinfo)]
+    findings += watch_findings(config, inotify_limit, mountinfo)
     findings += state_findings(config.state.path)
     key_results, key = key_findings(config)
     findings += key_results
@@ -101,9 +105,31 @@ def _folder_fix(folder: FolderConfig) -> str:
 # --- inotify --------------------------------------------------------------------------
 
 
-def watch_findings(config: Config, limit_path: Path) -> list[Finding]:
+def mode_findings(config: Config, mountinfo: Path) -> list[Finding]:
+    """How each folder will be watched, and why; a network mount on inotify is a warning."""
+    mounts = fstype.read_mounts(mountinfo)
+    findings = []
+    for folder in config.folders:
+        choice = fstype.choose(folder.polling, folder.path, mounts)
+        text = f"{folder.path}: {choice.mode} ({choice.reason})"
+        if choice.network and not choice.polling:
+            fix = 'set polling = "auto" (or true) for this folder, or watch it where it is local'
+            findings.append(Finding("mode", text, fix, Level.WARNING))
+        else:
+            findings.append(Finding("mode", text))
+    return findings
+
+
+def watch_findings(
+    config: Config, limit_path: Path, mountinfo: Path = fstype.MOUNTINFO
+) -> list[Finding]:
     """One inotify watch per watched directory, against the per-user limit."""
-    watched = [f for f in config.folders if not f.polling and f.path.is_dir()]
+    mounts = fstype.read_mounts(mountinfo)
+    watched = [
+        f
+        for f in config.folders
+        if not fstype.choose(f.polling, f.path, mounts).polling and f.path.is_dir()
+    ]
     if not watched:
         return [Finding("inotify", "no folder needs inotify watches")]
     try:

@@ -78,7 +78,8 @@ class FolderConfig:
     delete_grace_seconds: float = 30.0
     include: tuple[str, ...] = DEFAULT_INCLUDE
     exclude: tuple[str, ...] = ()
-    polling: bool = False
+    #: ``"auto"``: by the folder's filesystem type (network and FUSE mounts are polled).
+    polling: bool | Literal["auto"] = "auto"
     poll_interval_seconds: float = 5.0
     oversize: Literal["fail", "downscale"] = "fail"
     convert: tuple[str, ...] = ()
@@ -224,6 +225,14 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def _auto_or_boolean(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return "auto"
+    raise _Invalid(f'expected "auto", true or false, got {_describe(value)}')
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise _Invalid(f"expected a string, got {_describe(value)}")
@@ -313,7 +322,7 @@ _FOLDER: dict[str, Convert] = {
     "delete_grace_seconds": _number(0, inclusive=True),
     "include": _strings(at_least=1),
     "exclude": _strings(),
-    "polling": _boolean,
+    "polling": _auto_or_boolean,
     "poll_interval_seconds": _number(0, inclusive=False),
     "oversize": _choice(*OVERSIZE_POLICIES),
     "convert": _strings(allowed=CONVERTIBLE),

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
@@ -32,6 +33,7 @@ from syncd.config import Config, FolderConfig, require_api_key
 from syncd.context import Context
 from syncd.deletions import DeleteWorkflow
 from syncd.errors import ApiError, AuthError, PermanentError, StoreError
+from syncd.fstype import MOUNTINFO
 from syncd.intake import Intake, ScanRequests
 from syncd.ledger import Ledger
 from syncd.lifecycle import Lifecycle
@@ -78,8 +80,10 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         timers: Timers | None = None,
         max_watches: int | None = None,
+        mountinfo: Path = MOUNTINFO,
     ) -> None:
         self.config = config
+        self.mountinfo = mountinfo
         self.clock = clock
         self.timers = timers or Timers()
         self.max_watches = max_watches
@@ -134,6 +138,7 @@ class Daemon:
             request_scan=self.request_scan,
             wake=self._notify_all,
             max_watches=self.max_watches,
+            mountinfo=self.mountinfo,
         )
         self.sweeper = Sweeper(self.ctx)
         self.followup = ProcessingFollowUp(

@@ -16,10 +16,11 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import structlog
 
-from syncd import scanner
+from syncd import fstype, scanner
 from syncd.config import FolderConfig
 from syncd.errors import StoreError
 from syncd.ledger import Ledger
@@ -84,7 +85,9 @@ class Intake:
         request_scan: Callable[[str, str], None],
         wake: Callable[[], None],
         max_watches: int | None = None,
+        mountinfo: Path = fstype.MOUNTINFO,
     ) -> None:
+        self.mountinfo = mountinfo
         self.ledger = ledger
         self.rules = rules
         self.request_scan = request_scan
@@ -176,22 +179,26 @@ class Intake:
         if not health.ok:
             self._mark_unavailable(folder.key, health.reason or "unavailable")
             return
+        choice = fstype.choose(folder.polling, folder.path, fstype.read_mounts(self.mountinfo))
         watcher = FolderWatcher(
             folder.key,
             folder.path,
             self.rules[folder.key],
             self.sink,
-            polling=folder.polling,
+            polling=choice.polling,
             poll_interval=folder.poll_interval_seconds,
             max_watches=self.max_watches,
         )
         if watcher.start() is False:
             return
         self.watchers[folder.key] = watcher
-        log.info("watcher.started", folder=folder.key, mode=watcher.mode)
+        reason = choice.reason if watcher.mode == choice.mode else "the inotify watch limit"
+        log.info("watcher.started", folder=folder.key, mode=watcher.mode, why=reason)
+        if choice.network and not choice.polling:
+            log.warning("watcher.network_inotify", folder=folder.key, why=choice.reason)
         # Asked for before the store is written: a failed write must not lose the scan.
         self.request_scan(folder.key, "")
-        self.ledger.store.set_folder(folder.key, watch_mode=watcher.mode)
+        self.ledger.store.set_folder(folder.key, watch_mode=watcher.mode, watch_reason=reason)
 
     def stop_all(self) -> None:
         for key in list(self.watchers):

@@ -183,14 +183,18 @@ def _folder(store: Store, folder: FolderConfig) -> dict[str, Any]:
         "last_scan": _iso(row.get("last_scan")),
         "polling": folder.polling,
         "watch_mode": row.get("watch_mode"),
+        "watch_reason": row.get("watch_reason"),
     }
 
 
 def _mode_note(folder: dict[str, Any]) -> str:
-    """ "(polling)" when configured; say so when inotify ran out and polling took over."""
-    if folder.get("watch_mode") == "polling" and not folder["polling"]:
-        return " (polling: the inotify watch limit was reached)"
-    return " (polling)" if folder["polling"] else ""
+    """How the folder is watched and why: the setting, the filesystem, or the watch limit."""
+    mode, why = folder.get("watch_mode"), folder.get("watch_reason")
+    if mode is None:
+        return " (polling)" if folder["polling"] is True else ""
+    if mode == "polling" and folder["polling"] is not True and not why:
+        why = "the inotify watch limit was reached"
+    return f" ({mode}: {why})" if why else f" ({mode})"
 
 
 def _epoch(value: str | None) -> float | None:

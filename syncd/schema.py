@@ -127,6 +127,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX departures_open ON departures(state, folder, relpath)",
         "CREATE INDEX departures_done ON departures(done_at)",
+        # why the folder is watched as it is (polling = "auto" decides by filesystem type)
+        "ALTER TABLE folders ADD COLUMN watch_reason TEXT",
     ),
 )
 
