@@ -34,6 +34,8 @@ LOG_FORMATS = ("auto", "json", "console")
 OVERSIZE_POLICIES = ("fail", "downscale")
 CONVERTIBLE = ("tiff", "heic")
 PROCESSING_FAILED_POLICIES = ("report", "reupload")
+AFTER_UPLOAD = ("keep", "archive", "remove")
+AFTER_UPLOAD_WHEN = ("ready", "sent")
 MAX_CONCURRENCY = 64
 SYSTEM_CONFIG = Path("/etc/syncd/config.toml")
 
@@ -84,6 +86,10 @@ class FolderConfig:
     oversize: Literal["fail", "downscale"] = "fail"
     convert: tuple[str, ...] = ()
     on_processing_failed: Literal["report", "reupload"] = "report"
+    #: What happens to a file once its asset is safely in the library.
+    after_upload: Literal["keep", "archive", "remove"] = "keep"
+    archive_path: Path | None = None
+    after_upload_when: Literal["ready", "sent"] = "ready"
 
     @property
     def key(self) -> str:
@@ -327,6 +333,9 @@ _FOLDER: dict[str, Convert] = {
     "oversize": _choice(*OVERSIZE_POLICIES),
     "convert": _strings(allowed=CONVERTIBLE),
     "on_processing_failed": _choice(*PROCESSING_FAILED_POLICIES),
+    "after_upload": _choice(*AFTER_UPLOAD),
+    "archive_path": _path,
+    "after_upload_when": _choice(*AFTER_UPLOAD_WHEN),
 }
 _TOP_LEVEL = ("api", "state", "log", "daemon", "folders")
 
@@ -413,6 +422,12 @@ def _folder(table: dict[str, Any], where: str, ctx: _Source) -> FolderConfig:
     if "path" not in values:
         raise ctx.error(f"{where}.path", "missing: every [[folders]] table needs a path")
     values["path"] = values["path"].resolve()
+    if values.get("archive_path") is not None:
+        values["archive_path"] = values["archive_path"].resolve()
+    if values.get("after_upload") == "archive" and values.get("archive_path") is None:
+        raise ctx.error(
+            f"{where}.archive_path", 'missing: after_upload = "archive" needs an archive_path'
+        )
     return FolderConfig(**values)
 
 
@@ -430,6 +445,16 @@ def _check_layout(config: Config, ctx: _Source) -> None:
                 " folders; keep watched folders apart",
             )
     for i, folder in enumerate(config.folders):
+        archive = folder.archive_path
+        for j, other in enumerate(config.folders):
+            if archive is not None and (
+                _within(archive, other.path) or _within(other.path, archive)
+            ):
+                raise ctx.error(
+                    f"folders[{i}].archive_path",
+                    f"{archive} overlaps folders[{j}].path ({other.path}): an archived file"
+                    " would be found again; keep the archive outside every watched folder",
+                )
         if _within(config.state.path, folder.path):
             raise ctx.error(
                 "state.path",

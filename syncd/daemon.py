@@ -28,10 +28,12 @@ from pathlib import Path
 import structlog
 
 from syncd.api import AssetsClient
+from syncd.archive import AfterUpload
 from syncd.breaker import Breaker
 from syncd.config import Config, FolderConfig, require_api_key
 from syncd.context import Context
 from syncd.deletions import DeleteWorkflow
+from syncd.departures import Departures
 from syncd.errors import ApiError, AuthError, PermanentError, StoreError
 from syncd.fstype import MOUNTINFO
 from syncd.intake import Intake, ScanRequests
@@ -141,6 +143,7 @@ class Daemon:
             mountinfo=self.mountinfo,
         )
         self.sweeper = Sweeper(self.ctx)
+        after_upload = AfterUpload(self.ctx, Departures(self.store, self.folders))
         self.followup = ProcessingFollowUp(
             self.ctx,
             Lifecycle(self.store, self.folders),
@@ -148,6 +151,7 @@ class Daemon:
             first=self.timers.processing_first,
             cap=self.config.daemon.processing_check_max_seconds,
         )
+        self.followup.after_round.append(after_upload.round)
         flows: dict[JobKind, Workflow] = {
             JobKind.FILE: FileWorkflow(self.ctx),
             JobKind.UPLOAD: UploadWorkflow(self.ctx),

@@ -85,10 +85,19 @@ class ProcessingFollowUp:
         while not stopping(wait):
             try:
                 wait = self.round()
-                for hook in self.after_round:
-                    hook()
             except Stopped:
                 return
+            for hook in self.after_round:
+                self._run_hook(hook)
+
+    def _run_hook(self, hook: Callable[[], None]) -> None:
+        """A hook's failure is logged and tried again next round, never fatal."""
+        try:
+            hook()
+        except StoreError as exc:
+            log.warning("processing.hook_not_recorded", error=str(exc))
+        except Exception:
+            log.exception("processing.hook_crashed")
 
     def round(self) -> float:
         """One round; the seconds until the next one is worth doing."""

@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from syncd.config import Config, FolderConfig
+from syncd.departures import Departures
 from syncd.ledger import Ledger
 from syncd.lifecycle import Lifecycle
 from syncd.model import FINISHED, TRANSITIONS, Job, JobKind, JobState
@@ -84,6 +85,18 @@ def gather(
         "api_key": {"rejected": rejected is not None, "rejected_since": _iso(rejected)},
         "folders": [_folder(store, folder) for folder in folders],
         "remote": Lifecycle(store, ledger.folders).summary(REMOTE_SHOWN),
+        "after_upload": _after_upload(Departures(store, ledger.folders), now),
+    }
+
+
+def _after_upload(departures: Departures, now: float) -> dict[str, int]:
+    """Files that left their hot folder since local midnight, and those on their way."""
+    midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    counts = departures.since(midnight.timestamp())
+    return {
+        "archived_today": counts["archived"],
+        "removed_today": counts["removed"],
+        "leaving": counts["moving"],
     }
 
 
@@ -241,6 +254,7 @@ def render(status: Status, console: Console, *, now: float) -> None:
     console.print(_queue_table(status["jobs"]))
     console.print(_folders_table(status["folders"], now))
     _render_remote(status["remote"], console)
+    _render_after_upload(status["after_upload"], console)
     _render_held(status["held_deletions"], console)
     _render_failures(status["failures"], console)
 
@@ -307,6 +321,17 @@ def _render_remote(remote: dict[str, Any], console: Console) -> None:
     for item in remote["failed_files"] + remote["deleted_files"]:
         where = item["path"] or item["asset_id"]
         console.print(escape(f"  {where}: {item['reason']}"))
+
+
+def _render_after_upload(moved: dict[str, int], console: Console) -> None:
+    if not any(moved.values()):
+        return
+    line = (
+        f"after upload today: {moved['archived_today']} archived, {moved['removed_today']} removed"
+    )
+    if moved["leaving"]:
+        line += f", {moved['leaving']} on their way out (a restart completes them)"
+    console.print(line)
 
 
 def _render_held(held: dict[str, Any], console: Console) -> None:

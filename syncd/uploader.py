@@ -22,6 +22,7 @@ import structlog
 from syncd import hashing, imaging, plan
 from syncd.config import FolderConfig
 from syncd.context import ROOT_RETRY_SECONDS, Context, api_retry
+from syncd.departures import Departures
 from syncd.errors import ApiError, FileChanged, FileProblem, PermanentError, StaleAttempt
 from syncd.model import FileStat, Job, JobState, RemoteAsset, identity_tag
 from syncd.tags import asset_name, folder_tags
@@ -41,8 +42,11 @@ class FileWorkflow:
         ctx = self.ctx
         folder = ctx.folders.get(job.folder)
         assert job.relpath is not None
-        if folder is None:
-            ctx.ledger.store.transition(job, JobState.DONE, reason="folder no longer configured")
+        if folder is None or self._leaving(job, folder):
+            if folder is None:
+                ctx.ledger.store.transition(
+                    job, JobState.DONE, reason="folder no longer configured"
+                )
             return
         path = folder.path / job.relpath
         try:
@@ -64,6 +68,18 @@ class FileWorkflow:
         if self._settling(job, folder, stat):
             return
         self._hash_and_link(job, folder, path, stat)
+
+    def _leaving(self, job: Job, folder: FolderConfig) -> bool:
+        """A file on its way to the archive (after_upload) is not tracked again."""
+        assert job.relpath is not None
+        if folder.after_upload == "keep":
+            return False
+        if not Departures(self.ctx.ledger.store, self.ctx.folders).departing(
+            folder.key, job.relpath
+        ):
+            return False
+        self.ctx.ledger.store.transition(job, JobState.DONE, reason="leaving the hot folder")
+        return True
 
     def _settling(self, job: Job, folder: FolderConfig, stat: FileStat) -> bool:
         """Put the job back until the file has been still for ``settle_seconds``.
