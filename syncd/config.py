@@ -33,6 +33,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 OVERSIZE_POLICIES = ("fail", "downscale")
 CONVERTIBLE = ("tiff", "heic")
+#: Naming a format in ``convert`` includes its files: the globs it adds to ``include``.
+CONVERT_GLOBS = {"tiff": ("*.tif", "*.tiff"), "heic": ("*.heic", "*.heif")}
 PROCESSING_FAILED_POLICIES = ("report", "reupload")
 AFTER_UPLOAD = ("keep", "archive", "remove")
 AFTER_UPLOAD_WHEN = ("ready", "sent")
@@ -422,6 +424,10 @@ def _folder(table: dict[str, Any], where: str, ctx: _Source) -> FolderConfig:
     if "path" not in values:
         raise ctx.error(f"{where}.path", "missing: every [[folders]] table needs a path")
     values["path"] = values["path"].resolve()
+    if values.get("convert"):
+        include = values.get("include", DEFAULT_INCLUDE)
+        added = [g for fmt in values["convert"] for g in CONVERT_GLOBS[fmt] if g not in include]
+        values["include"] = (*include, *added)
     if values.get("archive_path") is not None:
         values["archive_path"] = values["archive_path"].resolve()
     if values.get("after_upload") == "archive" and values.get("archive_path") is None:

@@ -264,6 +264,14 @@ class Ledger(Admin):
             if old:
                 self._release(conn, job.folder, old)
 
+    def file_set_aside(self, job: Job, stat: FileStat, reason: str) -> None:
+        """A file syncd leaves alone by design (camera raw): remembered, not a failure."""
+        with self.store.write() as conn:
+            old = self._upsert_file(conn, job, stat, sha256=None, key=None, problem=reason)
+            self.store.move(conn, job, S.CANCELLED, reason=reason)
+            if old:
+                self._release(conn, job.folder, old)
+
     def file_gone(self, job: Job) -> bool:
         """The path is gone: untrack it and release its asset. True if it was tracked."""
         assert job.relpath is not None

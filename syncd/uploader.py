@@ -37,6 +37,7 @@ class FileWorkflow:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._raw_reported: set[str] = set()
 
     def run(self, job: Job) -> None:
         ctx = self.ctx
@@ -68,6 +69,13 @@ class FileWorkflow:
         if self._settling(job, folder, stat):
             return
         self._hash_and_link(job, folder, path, stat)
+
+    def _report_raw(self, folder: FolderConfig, relpath: str) -> None:
+        """Camera raw files are said once per folder, not once per file, then left alone."""
+        if folder.key not in self._raw_reported:
+            self._raw_reported.add(folder.key)
+            log.warning("folder.camera_raw", folder=folder.key, example=relpath,
+                        hint=imaging.CAMERA_RAW)  # fmt: skip
 
     def _leaving(self, job: Job, folder: FolderConfig) -> bool:
         """A file on its way to the archive (after_upload) is not tracked again."""
@@ -146,6 +154,10 @@ class FileWorkflow:
             return
         except FileNotFoundError:
             self._gone(job, folder)
+            return
+        except imaging.CameraRaw as exc:
+            ctx.ledger.file_set_aside(job, stat, exc.reason)
+            self._report_raw(folder, job.relpath)
             return
         except FileProblem as exc:
             ctx.ledger.file_failed(job, stat, None, exc.reason)
