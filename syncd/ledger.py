@@ -27,6 +27,7 @@ from syncd.model import (
     identity_tag,
 )
 from syncd.store import Conn
+from syncd.tags import asset_name
 
 S = JobState
 #: The reason a job carries while a rejected API key holds it back.
@@ -100,6 +101,31 @@ class Ledger(Admin):
         )
         if old and old["asset_key"]:
             self._release(conn, folder, old["asset_key"])
+        self._rename_unsent(conn, folder, dst)
+
+    def _rename_unsent(self, conn: Conn, folder: str, dst: str) -> None:
+        """A file renamed before its upload started is uploaded under its final name.
+
+        Saved under a temporary name, then renamed: the asset must not be called
+        ``tmpq1w2e3``. Once a POST may have gone out, the name stays (reconciliation
+        matches on it); an asset that other files share keeps its name too.
+        """
+        row = conn.execute(
+            "SELECT asset_key FROM files WHERE folder = ? AND relpath = ?", (folder, dst)
+        ).fetchone()
+        key = row["asset_key"] if row else None
+        if not key or self._refcount(conn, key) != 1:
+            return
+        started = conn.execute(
+            "SELECT 1 FROM jobs WHERE kind = 'upload' AND asset_key = ?"
+            " AND (state = 'uploading' OR intent_at IS NOT NULL) LIMIT 1",
+            (key,),
+        ).fetchone()
+        if started is None:
+            conn.execute(
+                "UPDATE assets SET name = ? WHERE key = ? AND asset_id IS NULL",
+                (asset_name(dst), key),
+            )
 
     def _move_tree(self, conn: Conn, folder: str, src: str, dst: str) -> list[str]:
         """A directory renamed: move its records; their tags are looked at again."""
