@@ -41,7 +41,9 @@ def relocate(src: Path, dest: Path, sha256: str) -> None:
             raise Clash(str(dest))
     elif src.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if not _link(src, dest):
+        if _link(src, dest):
+            _partial(dest).unlink(missing_ok=True)  # a copy a crash cut short, if any
+        else:
             _copy_in(src, dest, sha256)
     else:
         return  # neither: the file was deleted by someone meanwhile
