@@ -38,6 +38,7 @@ CONVERT_GLOBS = {"tiff": ("*.tif", "*.tiff"), "heic": ("*.heic", "*.heif")}
 PROCESSING_FAILED_POLICIES = ("report", "reupload")
 AFTER_UPLOAD = ("keep", "archive", "remove")
 AFTER_UPLOAD_WHEN = ("ready", "sent")
+NAME_POLICIES = ("first", "follow")
 MAX_CONCURRENCY = 64
 SYSTEM_CONFIG = Path("/etc/syncd/config.toml")
 
@@ -92,6 +93,8 @@ class FolderConfig:
     after_upload: Literal["keep", "archive", "remove"] = "keep"
     archive_path: Path | None = None
     after_upload_when: Literal["ready", "sent"] = "ready"
+    #: "follow": a rename to a new stem re-uploads under the new name.
+    names: Literal["first", "follow"] = "first"
 
     @property
     def key(self) -> str:
@@ -338,6 +341,7 @@ _FOLDER: dict[str, Convert] = {
     "after_upload": _choice(*AFTER_UPLOAD),
     "archive_path": _path,
     "after_upload_when": _choice(*AFTER_UPLOAD_WHEN),
+    "names": _choice(*NAME_POLICIES),
 }
 _TOP_LEVEL = ("api", "state", "log", "daemon", "folders")
 

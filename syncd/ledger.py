@@ -114,8 +114,9 @@ class Ledger(Admin):
             "SELECT asset_key FROM files WHERE folder = ? AND relpath = ?", (folder, dst)
         ).fetchone()
         key = row["asset_key"] if row else None
-        if not key or self._refcount(conn, key) != 1:
-            return
+        policy = self.folders.get(folder)
+        if not key or self._refcount(conn, key) != 1 or (policy and policy.names == "follow"):
+            return  # with "follow" the new name makes a new asset anyway
         started = conn.execute(
             "SELECT 1 FROM jobs WHERE kind = 'upload' AND asset_key = ?"
             " AND (state = 'uploading' OR intent_at IS NOT NULL) LIMIT 1",
@@ -187,7 +188,8 @@ class Ledger(Admin):
         self, job: Job, stat: FileStat, sha256: str, tags: tuple[str, ...], name: str
     ) -> Linked:
         """The file is hashed: record it against the asset of (content, tags)."""
-        key = asset_key(sha256, tags)
+        policy = self.folders.get(job.folder)
+        key = asset_key(sha256, tags, name if policy and policy.names == "follow" else None)
         assert job.relpath is not None
         with self.store.write() as conn:
             old = self._upsert_file(conn, job, stat, sha256=sha256, key=key, problem=None)
@@ -219,6 +221,8 @@ class Ledger(Admin):
         An index entry is used once: from then on the asset row speaks for it, and a
         later remote delete must not leave an entry pointing at an asset that is gone.
         """
+        if len(json.loads(key)) > 2:
+            return None  # the index knows no names: a name-bound asset is never adopted
         identity, tagset = _index_key(key)
         found = conn.execute(
             "SELECT asset_id FROM remote_index WHERE identity = ? AND tagset = ?",
@@ -501,5 +505,5 @@ class Ledger(Admin):
 
 def _index_key(key: str) -> tuple[str, str]:
     """The library index's key (identity tag, sorted tag set) for a store asset key."""
-    sha256, tags = json.loads(key)
+    sha256, tags = json.loads(key)[:2]
     return identity_tag(sha256), json.dumps(tags)

@@ -42,3 +42,22 @@ def test_a_rename_after_the_upload_keeps_the_asset_and_its_name(
     [asset] = run.wait_assets(1)
     assert asset["name"] == "tmpq1w2e3"
     assert emulator.stats()["requests"]["POST /v1/training-asset"] == 1
+
+
+def test_names_follow_reuploads_under_the_new_name_and_releases_the_old(
+    start_daemon: Launcher, emulator: EmulatorServer, hot: Path
+) -> None:
+    """names = "follow": a rename to a new stem uploads "rocket", then deletes "tmpq1w2e3"."""
+    run = start_daemon(extra_folder='names = "follow"\n')
+    write_image(hot / "tmpq1w2e3.jpg", 5)
+    [first] = run.wait_assets(1)
+    assert first["name"] == "tmpq1w2e3"
+    (hot / "tmpq1w2e3.jpg").rename(hot / "rocket.jpg")
+    wait_until(
+        lambda: [a["name"] for a in emulator.assets()] == ["rocket"] and run.idle(),
+        20,
+        message="the asset renamed by re-upload",
+    )
+    requests = emulator.stats()["requests"]
+    assert requests["POST /v1/training-asset"] == 2
+    assert requests["DELETE /v1/assets/{id}"] == 1
