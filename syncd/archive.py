@@ -15,6 +15,7 @@ the hot folder or in the archive, and once completed in exactly one of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -36,9 +37,11 @@ BATCH = 200
 class AfterUpload:
     """Runs after-upload rounds (from the processing thread, after each follow-up)."""
 
-    def __init__(self, ctx: Context, departures: Departures) -> None:
+    def __init__(self, ctx: Context, departures: Departures, turn: Callable[[], None]) -> None:
         self.ctx = ctx
         self.departures = departures
+        #: Waits for a request's turn; shared with the processing follow-up's pace.
+        self.turn = turn
         self._unverifiable: set[str] = set()
 
     def round(self) -> None:
@@ -69,6 +72,7 @@ class AfterUpload:
 
     def _fetch_size(self, row: Row) -> int | None:
         """An adopted asset's size is not known from a listing: ask for it once."""
+        self.turn()
         try:
             remote = self.ctx.client.get(row["asset_id"])
         except (NotFound, ApiError):

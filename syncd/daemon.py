@@ -143,11 +143,12 @@ class Daemon:
             mountinfo=self.mountinfo,
         )
         self.sweeper = Sweeper(self.ctx)
-        after_upload = AfterUpload(self.ctx, Departures(self.store, self.folders))
+        pace = Pace(self.config.daemon.processing_requests_per_second, self.stopping.wait)
+        after_upload = AfterUpload(self.ctx, Departures(self.store, self.folders), pace.turn)
         self.followup = ProcessingFollowUp(
             self.ctx,
             Lifecycle(self.store, self.folders),
-            Pace(self.config.daemon.processing_requests_per_second, self.stopping.wait),
+            pace,
             first=self.timers.processing_first,
             cap=self.config.daemon.processing_check_max_seconds,
         )

@@ -87,13 +87,18 @@ class ProcessingFollowUp:
                 wait = self.round()
             except Stopped:
                 return
-            for hook in self.after_round:
-                self._run_hook(hook)
+            try:
+                for hook in self.after_round:
+                    self._run_hook(hook)
+            except Stopped:
+                return
 
     def _run_hook(self, hook: Callable[[], None]) -> None:
         """A hook's failure is logged and tried again next round, never fatal."""
         try:
             hook()
+        except Stopped:
+            raise
         except StoreError as exc:
             log.warning("processing.hook_not_recorded", error=str(exc))
         except Exception:
