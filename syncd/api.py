@@ -190,7 +190,19 @@ def parse_asset(raw: object) -> RemoteAsset:
         file_size=_opt_int(raw.get("file_size")),
         format=_opt_str(raw.get("format")),
         updated_at=_opt_str(raw.get("updated_at")),
+        failure_reason=_failure_reason(raw),
     )
+
+
+def _failure_reason(raw: dict[str, Any]) -> str | None:
+    """The server's word on a failed processing: a string, or an error object's message."""
+    for name in ("failure_reason", "error_message", "error"):
+        value = raw.get(name)
+        if isinstance(value, dict):
+            value = value.get("message") or value.get("code")
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:_MAX_DETAIL]
+    return None
 
 
 def parse_page(raw: object, *, limit: int, offset: int) -> AssetPage:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from syncd import fstype
 from syncd.api import AssetsClient
 from syncd.apikey import ApiKey
 from syncd.config import Config, FolderConfig, require_api_key
@@ -59,10 +60,12 @@ def run_all(
     *,
     inotify_limit: Path = INOTIFY_LIMIT,
     hardlinks: Path = PROTECTED_HARDLINKS,
+    mountinfo: Path = fstype.MOUNTINFO,
 ) -> list[Finding]:
     """Every check, in the order a person would fix things."""
-    findings = [*folder_findings(config), *root_findings(config)]
-    findings += [*watch_findings(config, inotify_limit), *hardlink_findings(hardlinks)]
+    findings = [*folder_findings(config), *root_findings(config), *mode_findings(config, mountinfo)]
+    findings += watch_findings(config, inotify_limit, mountinfo)
+    findings += hardlink_findings(hardlinks)
     findings += state_findings(config.state.path)
     key_results, key = key_findings(config)
     findings += key_results
@@ -156,9 +159,31 @@ def hardlink_findings(path: Path) -> list[Finding]:
 # --- inotify --------------------------------------------------------------------------
 
 
-def watch_findings(config: Config, limit_path: Path) -> list[Finding]:
+def mode_findings(config: Config, mountinfo: Path) -> list[Finding]:
+    """How each folder will be watched, and why; a network mount on inotify is a warning."""
+    mounts = fstype.read_mounts(mountinfo)
+    findings = []
+    for folder in config.folders:
+        choice = fstype.choose(folder.polling, folder.path, mounts)
+        text = f"{folder.path}: {choice.mode} ({choice.reason})"
+        if choice.network and not choice.polling:
+            fix = 'set polling = "auto" (or true) for this folder, or watch it where it is local'
+            findings.append(Finding("mode", text, fix, Level.WARNING))
+        else:
+            findings.append(Finding("mode", text))
+    return findings
+
+
+def watch_findings(
+    config: Config, limit_path: Path, mountinfo: Path = fstype.MOUNTINFO
+) -> list[Finding]:
     """One inotify watch per watched directory, against the per-user limit."""
-    watched = [f for f in config.folders if not f.polling and f.path.is_dir()]
+    mounts = fstype.read_mounts(mountinfo)
+    watched = [
+        f
+        for f in config.folders
+        if not fstype.choose(f.polling, f.path, mounts).polling and f.path.is_dir()
+    ]
     if not watched:
         return [Finding("inotify", "no folder needs inotify watches")]
     try:

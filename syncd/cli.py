@@ -302,6 +302,17 @@ def _ledger(config: Config) -> Iterator[Any]:
     help="Seconds an upload stays 'processing' before 'ready' (default 0.5).",
 )
 @click.option(
+    "--failure-rate",
+    type=float,
+    default=None,
+    help="Chance that an upload's processing ends 'failed', with a reason.",
+)
+@click.option(
+    "--failure-reason",
+    multiple=True,
+    help="A reason processing may fail with (repeatable; default: three built in).",
+)
+@click.option(
     "--error-rate", type=float, default=None, help="Chance of a 500/502/503 for each API request."
 )
 @click.option(
@@ -320,6 +331,8 @@ def emulator(**options: Any) -> None:
     from syncd import emulator as emu
 
     argv = []
+    for reason in options.pop("failure_reason"):
+        argv += ["--failure-reason", reason]
     for name, value in options.items():
         if value is not None and name != "api_key":
             argv += [f"--{name.replace('_', '-')}", str(value)]

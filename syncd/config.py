@@ -35,6 +35,16 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 OVERSIZE_POLICIES = ("fail", "downscale")
 CONVERTIBLE = ("tiff", "heic", "avif")
+#: Naming a format in ``convert`` includes its files: the globs it adds to ``include``.
+CONVERT_GLOBS = {
+    "tiff": ("*.tif", "*.tiff"),
+    "heic": ("*.heic", "*.heif"),
+    "avif": ("*.avif",),
+}
+PROCESSING_FAILED_POLICIES = ("report", "reupload")
+AFTER_UPLOAD = ("keep", "archive", "remove")
+AFTER_UPLOAD_WHEN = ("ready", "sent")
+NAME_POLICIES = ("first", "follow")
 MAX_CONCURRENCY = 64
 SYSTEM_CONFIG = Path("/etc/syncd/config.toml")
 
@@ -67,6 +77,10 @@ class LogConfig:
 @dataclass(frozen=True)
 class DaemonConfig:
     rescan_interval_seconds: float = 3600.0
+    #: Follow-ups of remote processing back off from a few seconds up to this.
+    processing_check_max_seconds: float = 300.0
+    #: At most this many follow-up requests a second, whatever is pending.
+    processing_requests_per_second: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -79,12 +93,20 @@ class FolderConfig:
     delete_grace_seconds: float = 30.0
     include: tuple[str, ...] = DEFAULT_INCLUDE
     exclude: tuple[str, ...] = ()
-    polling: bool = False
+    #: ``"auto"``: by the folder's filesystem type (network and FUSE mounts are polled).
+    polling: bool | Literal["auto"] = "auto"
     poll_interval_seconds: float = 5.0
     oversize: Literal["fail", "downscale"] = "fail"
     convert: tuple[str, ...] = ()
     #: Folders nested deeper than this below the root are skipped (with a reason).
     max_depth: int = 64
+    on_processing_failed: Literal["report", "reupload"] = "report"
+    #: What happens to a file once its asset is safely in the library.
+    after_upload: Literal["keep", "archive", "remove"] = "keep"
+    archive_path: Path | None = None
+    after_upload_when: Literal["ready", "sent"] = "ready"
+    #: "follow": a rename to a new stem re-uploads under the new name.
+    names: Literal["first", "follow"] = "first"
 
     @property
     def key(self) -> str:
@@ -241,6 +263,14 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def _auto_or_boolean(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return "auto"
+    raise _Invalid(f'expected "auto", true or false, got {_describe(value)}')
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise _Invalid(f"expected a string, got {_describe(value)}")
@@ -340,7 +370,11 @@ _LOG: dict[str, Convert] = {
     "level": _choice(*LOG_LEVELS, fold_case=True),
     "format": _choice(*LOG_FORMATS),
 }
-_DAEMON: dict[str, Convert] = {"rescan_interval_seconds": _number(0, inclusive=False)}
+_DAEMON: dict[str, Convert] = {
+    "rescan_interval_seconds": _number(0, inclusive=False),
+    "processing_check_max_seconds": _number(1, inclusive=True),
+    "processing_requests_per_second": _number(0, inclusive=False),
+}
 _FOLDER: dict[str, Convert] = {
     "path": _path,
     "tags": _strings(),
@@ -350,11 +384,16 @@ _FOLDER: dict[str, Convert] = {
     "delete_grace_seconds": _number(0, inclusive=True),
     "include": _strings(at_least=1),
     "exclude": _strings(),
-    "polling": _boolean,
+    "polling": _auto_or_boolean,
     "poll_interval_seconds": _number(0, inclusive=False),
     "oversize": _choice(*OVERSIZE_POLICIES),
     "convert": _strings(allowed=CONVERTIBLE),
     "max_depth": _integer(1, 4096),
+    "on_processing_failed": _choice(*PROCESSING_FAILED_POLICIES),
+    "after_upload": _choice(*AFTER_UPLOAD),
+    "archive_path": _path,
+    "after_upload_when": _choice(*AFTER_UPLOAD_WHEN),
+    "names": _choice(*NAME_POLICIES),
 }
 _TOP_LEVEL = ("api", "state", "log", "daemon", "folders")
 
@@ -453,6 +492,16 @@ def _folder(table: dict[str, Any], where: str, ctx: _Source) -> FolderConfig:
     if "path" not in values:
         raise ctx.error(f"{where}.path", "missing: every [[folders]] table needs a path")
     values["path"] = values["path"].resolve()
+    if values.get("convert"):
+        include = values.get("include", DEFAULT_INCLUDE)
+        added = [g for fmt in values["convert"] for g in CONVERT_GLOBS[fmt] if g not in include]
+        values["include"] = (*include, *added)
+    if values.get("archive_path") is not None:
+        values["archive_path"] = values["archive_path"].resolve()
+    if values.get("after_upload") == "archive" and values.get("archive_path") is None:
+        raise ctx.error(
+            f"{where}.archive_path", 'missing: after_upload = "archive" needs an archive_path'
+        )
     return FolderConfig(**values)
 
 
@@ -466,6 +515,14 @@ def _check_layout(config: Config, ctx: _Source) -> None:
                 " folders; keep watched folders apart",
             )
     for i, folder in enumerate(config.folders):
+        archive = folder.archive_path
+        for j, other in enumerate(config.folders):
+            if archive is not None and (within(archive, other.path) or within(other.path, archive)):
+                raise ctx.error(
+                    f"folders[{i}].archive_path",
+                    f"{archive} overlaps folders[{j}].path ({other.path}): an archived file"
+                    " would be found again; keep the archive outside every watched folder",
+                )
         if within(config.state.path, folder.path):
             raise ctx.error(
                 "state.path",

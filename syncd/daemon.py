@@ -23,22 +23,28 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from syncd.api import AssetsClient
+from syncd.archive import AfterUpload
 from syncd.breaker import Breaker
 from syncd.config import Config, FolderConfig, require_api_key
 from syncd.context import Context
 from syncd.dedupe import DedupeWorkflow
 from syncd.deletions import DeleteWorkflow
+from syncd.departures import Departures
 from syncd.errors import ApiError, AuthError, PermanentError, StoreError
+from syncd.fstype import MOUNTINFO
 from syncd.intake import Intake, ScanRequests
 from syncd.ledger import Ledger
+from syncd.lifecycle import Lifecycle
 from syncd.model import JobKind, Workflow
 from syncd.notify import Notifier
 from syncd.plan import LateAnswers
+from syncd.processing import Pace, ProcessingFollowUp
 from syncd.store import Store
 from syncd.sweep import Sweeper
 from syncd.tags import Rules
@@ -63,6 +69,8 @@ class Timers:
     tick: float = 0.5
     heartbeat: float = 5.0
     key_probe: float = 30.0
+    #: The first look at an upload's processing, doubled per look up to the config's cap.
+    processing_first: float = 5.0
 
 
 class Daemon:
@@ -77,8 +85,10 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         timers: Timers | None = None,
         max_watches: int | None = None,
+        mountinfo: Path = MOUNTINFO,
     ) -> None:
         self.config = config
+        self.mountinfo = mountinfo
         self.clock = clock
         self.timers = timers or Timers()
         self.max_watches = max_watches
@@ -138,8 +148,19 @@ class Daemon:
             request_scan=self.request_scan,
             wake=self._notify_all,
             max_watches=self.max_watches,
+            mountinfo=self.mountinfo,
         )
         self.sweeper = Sweeper(self.ctx)
+        pace = Pace(self.config.daemon.processing_requests_per_second, self.stopping.wait)
+        after_upload = AfterUpload(self.ctx, Departures(self.store, self.folders), pace.turn)
+        self.followup = ProcessingFollowUp(
+            self.ctx,
+            Lifecycle(self.store, self.folders),
+            pace,
+            first=self.timers.processing_first,
+            cap=self.config.daemon.processing_check_max_seconds,
+        )
+        self.followup.after_round.append(after_upload.round)
         flows: dict[JobKind, Workflow] = {
             JobKind.FILE: FileWorkflow(self.ctx),
             JobKind.UPLOAD: UploadWorkflow(self.ctx),
@@ -160,6 +181,14 @@ class Daemon:
             self._spawn(f"syncd-hash-{i}", lambda: workers.loop(FILE_KINDS))
         for i in range(self.config.api.concurrency):
             self._spawn(f"syncd-api-{i}", lambda: workers.loop(API_KINDS))
+        self._spawn("syncd-processing", self._follow_processing)
+
+    def _follow_processing(self) -> None:
+        """Remote processing is followed once the library index (if any) is read."""
+        while not self.indexed.wait(0.2):
+            if self.stopping.is_set():
+                return
+        self.followup.loop(self.stopping.wait)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=self._guarded, args=(name, target), name=name, daemon=True)

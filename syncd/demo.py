@@ -35,6 +35,7 @@ from syncd import log
 from syncd.config import load
 from syncd.daemon import Daemon, Timers
 from syncd.emulator import EmulatorServer
+from syncd.lifecycle import Lifecycle
 from syncd.notify import Notifier
 
 DEMO_KEY = "demo-key"
@@ -44,6 +45,8 @@ GRACE_SECONDS = 1.0
 #: Each phase of the tour gives up after this long (it takes about a second).
 PHASE_TIMEOUT = 30.0
 POLL = 0.1
+#: How long the emulated library takes to process an upload (syncd follows it to ready).
+PROCESSING_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -128,12 +131,15 @@ class Tour:
         """Print assets that appeared or went since the last look."""
         now = {a["asset_id"]: a for a in self.emulator.assets()}
         for asset_id, asset in now.items():
-            if asset_id not in self.seen:
+            before = self.seen.get(asset_id)
+            if before is None:
                 tags = ", ".join(t for t in asset["tags"] if not t.startswith("sha256:"))
                 self.console.print(
                     f"  [green]uploaded[/] {escape(asset['name']):<10} tags: {escape(tags)}"
-                    f"  [dim]({asset_id})[/]"
+                    f"  [dim]({asset_id}, {asset['status']})[/]"
                 )
+            elif before["status"] != asset["status"] and asset["status"] == "ready":
+                self.console.print(f"  [green]ready[/]    {escape(asset['name']):<10} usable now")
         for asset_id, asset in self.seen.items():
             if asset_id not in now:
                 self.console.print(
@@ -185,14 +191,18 @@ def _start(stack: ExitStack, console: Console) -> Tour:
     root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncd-demo-")))
     hot = root / "hot"
     hot.mkdir()
-    emulator = EmulatorServer(root / "library", api_key=DEMO_KEY, processing_seconds=0)
+    emulator = EmulatorServer(
+        root / "library", api_key=DEMO_KEY, processing_seconds=PROCESSING_SECONDS
+    )
     emulator.start()
     stack.callback(emulator.stop)
     conf = root / "syncd.toml"
     conf.write_text(_config_text(emulator.base_url, hot, root / "state.db"), encoding="utf-8")
     conf.chmod(0o600)
     daemon = Daemon(
-        load(conf), notifier=Notifier(None), timers=Timers(tick=0.1, heartbeat=1.0, key_probe=5.0)
+        load(conf),
+        notifier=Notifier(None),
+        timers=Timers(tick=0.1, heartbeat=1.0, key_probe=5.0, processing_first=0.5),
     )
     daemon.start()
     thread = threading.Thread(target=daemon.run_forever, name="syncd-demo", daemon=True)
@@ -226,6 +236,8 @@ def _upload_phase(tour: Tour) -> None:
         console.print(f"  + {escape(product.relpath)}")
     console.print("\nsyncd waits until each file has settled, then uploads it once:")
     tour.wait(lambda: len(tour.seen) == len(PRODUCTS) and tour.idle(), "the uploads")
+    console.print("\nThe library processes each image; syncd follows it until it is ready:")
+    tour.wait(lambda: _remote(tour).get("ready") == len(PRODUCTS), "processing to finish")
     # The copy comes once its original is in the library: the asset keeps the original's
     # name (an asset is named after the first file that brought its content and tags).
     shutil.copyfile(tour.hot / COPY[0], tour.hot / COPY[1])
@@ -241,6 +253,12 @@ def _delete_phase(tour: Tour) -> None:
     )
     (tour.hot / DELETED).unlink()
     tour.wait(lambda: len(tour.seen) == len(PRODUCTS) - 1 and tour.idle(), "the deletion")
+
+
+def _remote(tour: Tour) -> dict[str, Any]:
+    """What the daemon's state says of the library's side (as `syncd status` shows it)."""
+    store = tour.daemon.store
+    return {} if store is None else Lifecycle(store, tour.daemon.folders).summary(0)
 
 
 def _tracked(tour: Tour) -> int:

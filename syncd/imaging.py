@@ -83,6 +83,29 @@ def slot() -> threading.RLock:
     return _slot
 
 
+#: Camera raw files: never "converted" from the small preview some of them embed.
+RAW_SUFFIXES = (".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf",
+                ".orf", ".rw2", ".pef", ".raw")  # fmt: skip
+CAMERA_RAW = "camera raw: export JPEG/PNG/WebP"
+_RAW_SIGNATURES = (b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FUJIFILMCCD-RAW")
+
+
+class CameraRaw(FileProblem):
+    """A camera raw file: left alone, reported once per folder (not a failure per file)."""
+
+    def __init__(self) -> None:
+        super().__init__(CAMERA_RAW)
+
+
+def is_camera_raw(head: bytes, filename: str) -> bool:
+    """By name, or by a signature only raw formats use (CR2, CR3, ORF, RW2, RAF)."""
+    if _suffix(filename) in RAW_SUFFIXES or head.startswith(_RAW_SIGNATURES):
+        return True
+    if head[:4] == b"II*\x00" and head[8:10] == b"CR":
+        return True  # Canon CR2: TIFF-based, with "CR" after the header
+    return head[4:8] == b"ftyp" and head[8:12] == b"crx "  # Canon CR3
+
+
 @dataclass(frozen=True)
 class Prepared:
     """The bytes to POST and how to describe them; ``adapted`` notes any change made."""
@@ -110,6 +133,8 @@ def check_header(
     """
     if size == 0:
         raise FileProblem("empty file")
+    if is_camera_raw(head, filename):
+        raise CameraRaw
     fmt = sniff(head)
     if fmt is None:
         raise FileProblem(_not_an_image(head, filename))

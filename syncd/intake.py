@@ -20,10 +20,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import structlog
 
-from syncd import scanner
+from syncd import fstype, scanner
 from syncd.config import FolderConfig
 from syncd.errors import StoreError
 from syncd.ledger import Ledger
@@ -90,7 +91,9 @@ class Intake:
         request_scan: Callable[[str, str], None],
         wake: Callable[[], None],
         max_watches: int | None = None,
+        mountinfo: Path = fstype.MOUNTINFO,
     ) -> None:
+        self.mountinfo = mountinfo
         self.ledger = ledger
         self.rules = rules
         self.request_scan = request_scan
@@ -199,12 +202,13 @@ class Intake:
 
     def _start_watcher(self, folder: FolderConfig) -> None:
         """On its own thread: walk the tree and place the watches; failures are this folder's."""
+        choice = fstype.choose(folder.polling, folder.path, fstype.read_mounts(self.mountinfo))
         watcher = FolderWatcher(
             folder.key,
             folder.path,
             self.rules[folder.key],
             self.sink,
-            polling=folder.polling,
+            polling=choice.polling,
             poll_interval=folder.poll_interval_seconds,
             max_watches=self.max_watches,
             max_depth=folder.max_depth,
@@ -224,10 +228,15 @@ class Intake:
         if not keep:
             watcher.stop()
             return
+        reason = choice.reason if watcher.mode == choice.mode else "the inotify watch limit"
+        log.info("watcher.mode", folder=folder.key, mode=watcher.mode, why=reason)
+        if choice.network and not choice.polling:
+            log.warning("watcher.network_inotify", folder=folder.key, why=choice.reason)
         # Events from before the watch may be missed: scan again (merged if still queued).
+        # Asked for before the store is written: a failed write must not lose the scan.
         self.request_scan(folder.key, "")
         try:
-            self.ledger.store.set_folder(folder.key, watch_mode=watcher.mode)
+            self.ledger.store.set_folder(folder.key, watch_mode=watcher.mode, watch_reason=reason)
         except StoreError as exc:
             log.warning("folder.not_marked", folder=folder.key, error=str(exc))
 

@@ -27,6 +27,7 @@ from syncd.model import (
     identity_tag,
 )
 from syncd.store import Conn
+from syncd.tags import asset_name
 
 S = JobState
 #: The reason a job carries while a rejected API key holds it back.
@@ -100,6 +101,32 @@ class Ledger(Admin):
         )
         if old and old["asset_key"]:
             self._release(conn, folder, old["asset_key"])
+        self._rename_unsent(conn, folder, dst)
+
+    def _rename_unsent(self, conn: Conn, folder: str, dst: str) -> None:
+        """A file renamed before its upload started is uploaded under its final name.
+
+        Saved under a temporary name, then renamed: the asset must not be called
+        ``tmpq1w2e3``. Once a POST may have gone out, the name stays (reconciliation
+        matches on it); an asset that other files share keeps its name too.
+        """
+        row = conn.execute(
+            "SELECT asset_key FROM files WHERE folder = ? AND relpath = ?", (folder, dst)
+        ).fetchone()
+        key = row["asset_key"] if row else None
+        policy = self.folders.get(folder)
+        if not key or self._refcount(conn, key) != 1 or (policy and policy.names == "follow"):
+            return  # with "follow" the new name makes a new asset anyway
+        started = conn.execute(
+            "SELECT 1 FROM jobs WHERE kind = 'upload' AND asset_key = ?"
+            " AND (state = 'uploading' OR intent_at IS NOT NULL) LIMIT 1",
+            (key,),
+        ).fetchone()
+        if started is None:
+            conn.execute(
+                "UPDATE assets SET name = ? WHERE key = ? AND asset_id IS NULL",
+                (asset_name(dst), key),
+            )
 
     def _move_tree(self, conn: Conn, folder: str, src: str, dst: str) -> list[str]:
         """A directory renamed: move its records; their tags are looked at again."""
@@ -161,7 +188,8 @@ class Ledger(Admin):
         self, job: Job, stat: FileStat, sha256: str, tags: tuple[str, ...], name: str
     ) -> Linked:
         """The file is hashed: record it against the asset of (content, tags)."""
-        key = asset_key(sha256, tags)
+        policy = self.folders.get(job.folder)
+        key = asset_key(sha256, tags, name if policy and policy.names == "follow" else None)
         assert job.relpath is not None
         with self.store.write() as conn:
             old = self._upsert_file(conn, job, stat, sha256=sha256, key=key, problem=None)
@@ -199,6 +227,8 @@ class Ledger(Admin):
         An index entry is used once: from then on the asset row speaks for it, and a
         later remote delete must not leave an entry pointing at an asset that is gone.
         """
+        if len(json.loads(key)) > 2:
+            return None  # the index knows no names: a name-bound asset is never adopted
         identity, tagset = _index_key(key)
         found = conn.execute(
             "SELECT asset_id FROM remote_index WHERE identity = ? AND tagset = ?",
@@ -288,6 +318,14 @@ class Ledger(Admin):
             if stat is not None:
                 old = self._upsert_file(conn, job, stat, sha256=sha256, key=None, problem=reason)
             self.store.move(conn, job, S.FAILED, reason=reason)
+            if old:
+                self._release(conn, job.folder, old)
+
+    def file_set_aside(self, job: Job, stat: FileStat, reason: str) -> None:
+        """A file syncd leaves alone by design (camera raw): remembered, not a failure."""
+        with self.store.write() as conn:
+            old = self._upsert_file(conn, job, stat, sha256=None, key=None, problem=reason)
+            self.store.move(conn, job, S.CANCELLED, reason=reason)
             if old:
                 self._release(conn, job.folder, old)
 
@@ -431,9 +469,10 @@ class Ledger(Admin):
                     not_before=now + recheck_after,
                 )
             conn.execute(
-                "UPDATE assets SET asset_id = ?, remote_status = ?, uploaded_at = ?, adapted = ?"
+                "UPDATE assets SET asset_id = ?, remote_status = ?, uploaded_at = ?, adapted = ?,"
+                " remote_size = ?, remote_reason = NULL, remote_next = NULL, remote_tries = 0"
                 " WHERE key = ?",
-                (remote.asset_id, remote.status, now, adapted, job.asset_key),
+                (remote.asset_id, remote.status, now, adapted, remote.file_size, job.asset_key),
             )
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_upload', ?)", (str(now),)
@@ -527,5 +566,5 @@ def _predates_rebuild(conn: Conn, stat: FileStat) -> bool:
 
 def _index_key(key: str) -> tuple[str, str]:
     """The library index's key (identity tag, sorted tag set) for a store asset key."""
-    sha256, tags = json.loads(key)
+    sha256, tags = json.loads(key)[:2]
     return identity_tag(sha256), json.dumps(tags)

@@ -168,9 +168,16 @@ def identity_tag(sha256: str) -> str:
     return f"sha256:{sha256[:32]}"
 
 
-def asset_key(sha256: str, tags: tuple[str, ...]) -> str:
-    """The store's key for one asset: its content and its tag *set*."""
-    return json.dumps([sha256, sorted(set(tags))], separators=(",", ":"))
+def asset_key(sha256: str, tags: tuple[str, ...], name: str | None = None) -> str:
+    """The store's key for one asset: its content and its tag *set*.
+
+    In a folder with ``names = "follow"`` the name is part of the asset too (a third
+    element), so a file renamed to a new stem stands for a new asset.
+    """
+    parts: list[object] = [sha256, sorted(set(tags))]
+    if name is not None:
+        parts.append(name)
+    return json.dumps(parts, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +244,8 @@ class RemoteAsset:
     file_size: int | None = None
     format: str | None = None
     updated_at: str | None = None
+    #: Why processing failed, when the server says (``failure_reason`` or ``error``).
+    failure_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

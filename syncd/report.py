@@ -25,7 +25,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from syncd.config import Config, FolderConfig
+from syncd.departures import Departures
 from syncd.ledger import Ledger
+from syncd.lifecycle import Lifecycle
 from syncd.model import FINISHED, TRANSITIONS, Job, JobKind, JobState
 from syncd.store import Store
 from syncd.tags import for_people
@@ -33,6 +35,8 @@ from syncd.tags import for_people
 #: How many held deletions and failures are listed by name (the counts are complete).
 HELD_SHOWN = 5
 FAILURES_SHOWN = 10
+#: How many assets whose processing failed (or that were deleted remotely) are listed.
+REMOTE_SHOWN = 100
 
 Status = dict[str, Any]
 
@@ -82,6 +86,19 @@ def gather(
         "last_upload": _iso(_epoch(store.get_meta("last_upload"))),
         "api_key": {"rejected": rejected is not None, "rejected_since": _iso(rejected)},
         "folders": [_folder(store, folder) for folder in folders],
+        "remote": Lifecycle(store, ledger.folders).summary(REMOTE_SHOWN),
+        "after_upload": _after_upload(Departures(store, ledger.folders), now),
+    }
+
+
+def _after_upload(departures: Departures, now: float) -> dict[str, int]:
+    """Files that left their hot folder since local midnight, and those on their way."""
+    midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    counts = departures.since(midnight.timestamp())
+    return {
+        "archived_today": counts["archived"],
+        "removed_today": counts["removed"],
+        "leaving": counts["moving"],
     }
 
 
@@ -181,14 +198,18 @@ def _folder(store: Store, folder: FolderConfig) -> dict[str, Any]:
         "last_scan": _iso(row.get("last_scan")),
         "polling": folder.polling,
         "watch_mode": row.get("watch_mode"),
+        "watch_reason": row.get("watch_reason"),
     }
 
 
 def _mode_note(folder: dict[str, Any]) -> str:
-    """ "(polling)" when configured; say so when inotify ran out and polling took over."""
-    if folder.get("watch_mode") == "polling" and not folder["polling"]:
-        return " (polling: the inotify watch limit was reached)"
-    return " (polling)" if folder["polling"] else ""
+    """How the folder is watched and why: the setting, the filesystem, or the watch limit."""
+    mode, why = folder.get("watch_mode"), folder.get("watch_reason")
+    if mode is None:
+        return " (polling)" if folder["polling"] is True else ""
+    if mode == "polling" and folder["polling"] is not True and not why:
+        why = "the inotify watch limit was reached"
+    return f" ({mode}: {why})" if why else f" ({mode})"
 
 
 def _epoch(value: str | None) -> float | None:
@@ -244,6 +265,8 @@ def render(status: Status, console: Console, *, now: float) -> None:
     console.print(facts)
     console.print(_queue_table(status["jobs"]))
     console.print(_folders_table(status["folders"], now))
+    _render_remote(status["remote"], console)
+    _render_after_upload(status["after_upload"], console)
     _render_held(status["held_deletions"], console)
     _render_failures(status["failures"], console)
 
@@ -296,6 +319,31 @@ def _folders_table(folders: list[dict[str, Any]], now: float) -> Table:
             _safe(folder["reason"] or ""),
         )
     return table
+
+
+def _render_remote(remote: dict[str, Any], console: Console) -> None:
+    """The library's side: how many assets are usable, and which could not be processed."""
+    line = (
+        f"remote processing: {remote['ready']} ready, {remote['processing']} processing,"
+        f" {remote['failed']} failed"
+    )
+    if remote["deleted"]:
+        line += f", {remote['deleted']} deleted by someone else"
+    console.print(line)
+    for item in remote["failed_files"] + remote["deleted_files"]:
+        where = item["path"] or item["asset_id"]
+        console.print(escape(f"  {where}: {item['reason']}"))
+
+
+def _render_after_upload(moved: dict[str, int], console: Console) -> None:
+    if not any(moved.values()):
+        return
+    line = (
+        f"after upload today: {moved['archived_today']} archived, {moved['removed_today']} removed"
+    )
+    if moved["leaving"]:
+        line += f", {moved['leaving']} on their way out (a restart completes them)"
+    console.print(line)
 
 
 def _render_held(held: dict[str, Any], console: Console) -> None:

@@ -16,6 +16,8 @@ Tables:
 * ``meta``: key/value facts (the API key rejected since, last upload, ...).
 * ``job_history``: finished jobs in a compact form (no indexes), moved out of ``jobs``
   by the hourly prune and kept by count as well as by age.
+* ``departures``: files leaving a hot folder after their upload (``after_upload``):
+  ``moving`` is recorded before the file is touched, ``done`` once it is in one place.
 * ``remote_index``: assets found in the library by their identity tag before this
   database knew them; a file whose (content, tags) is there is linked, not uploaded.
 """
@@ -122,6 +124,39 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 7: when each indexed asset was made, so that of two copies of one (content, tags)
     #    found by a rebuild the oldest is kept and the other removed.
     ("ALTER TABLE remote_index ADD COLUMN created_at TEXT NOT NULL DEFAULT ''",),
+    # 8: the asset's life after the upload: processing followed to ready or failed (with
+    #    the server's reason), one re-upload of a failed asset, the size the library holds;
+    #    and files leaving the hot folder once uploaded (archive or remove), each move
+    #    recorded before it is made so a crash at any point can be completed.
+    (
+        "ALTER TABLE assets ADD COLUMN remote_reason TEXT",
+        "ALTER TABLE assets ADD COLUMN remote_next REAL",
+        "ALTER TABLE assets ADD COLUMN remote_tries INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE assets ADD COLUMN remote_size INTEGER",
+        "ALTER TABLE assets ADD COLUMN replaces TEXT",
+        "ALTER TABLE assets ADD COLUMN reuploads INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX assets_remote ON assets(remote_status)",
+        """CREATE TABLE departures (
+            id INTEGER PRIMARY KEY,
+            folder TEXT NOT NULL,
+            relpath TEXT NOT NULL,
+            action TEXT NOT NULL,
+            dest TEXT,
+            state TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            inode INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            asset_key TEXT NOT NULL,
+            reason TEXT,
+            created_at REAL NOT NULL,
+            done_at REAL
+        )""",
+        "CREATE INDEX departures_open ON departures(state, folder, relpath)",
+        "CREATE INDEX departures_done ON departures(done_at)",
+        # why the folder is watched as it is (polling = "auto" decides by filesystem type)
+        "ALTER TABLE folders ADD COLUMN watch_reason TEXT",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

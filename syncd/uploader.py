@@ -26,6 +26,7 @@ import structlog
 from syncd import hashing, imaging, plan
 from syncd.config import FolderConfig
 from syncd.context import ROOT_RETRY_SECONDS, Context, api_retry
+from syncd.departures import Departures
 from syncd.errors import (
     ApiError,
     FileChanged,
@@ -47,13 +48,17 @@ class FileWorkflow:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._raw_reported: set[str] = set()
 
     def run(self, job: Job) -> None:
         ctx = self.ctx
         folder = ctx.folders.get(job.folder)
         assert job.relpath is not None
-        if folder is None:
-            ctx.ledger.store.transition(job, JobState.DONE, reason="folder no longer configured")
+        if folder is None or self._leaving(job, folder):
+            if folder is None:
+                ctx.ledger.store.transition(
+                    job, JobState.DONE, reason="folder no longer configured"
+                )
             return
         try:
             root = ctx.open_root(folder)
@@ -82,6 +87,25 @@ class FileWorkflow:
         except FileProblem as exc:
             ctx.ledger.file_failed(job, None, None, exc.reason)
             log.warning("file.failed", folder=folder.key, path=job.relpath, reason=exc.reason)
+
+    def _report_raw(self, folder: FolderConfig, relpath: str) -> None:
+        """Camera raw files are said once per folder, not once per file, then left alone."""
+        if folder.key not in self._raw_reported:
+            self._raw_reported.add(folder.key)
+            log.warning("folder.camera_raw", folder=folder.key, example=relpath,
+                        hint=imaging.CAMERA_RAW)  # fmt: skip
+
+    def _leaving(self, job: Job, folder: FolderConfig) -> bool:
+        """A file on its way to the archive (after_upload) is not tracked again."""
+        assert job.relpath is not None
+        if folder.after_upload == "keep":
+            return False
+        if not Departures(self.ctx.ledger.store, self.ctx.folders).departing(
+            folder.key, job.relpath
+        ):
+            return False
+        self.ctx.ledger.store.transition(job, JobState.DONE, reason="leaving the hot folder")
+        return True
 
     def _settling(self, job: Job, folder: FolderConfig, stat: FileStat) -> bool:
         """Put the job back until the file has been still for ``settle_seconds``.
@@ -154,6 +178,10 @@ class FileWorkflow:
             return
         except FileNotFoundError:
             self._gone(job, folder)
+            return
+        except imaging.CameraRaw as exc:
+            ctx.ledger.file_set_aside(job, stat, exc.reason)
+            self._report_raw(folder, job.relpath)
             return
         except FileProblem as exc:
             ctx.ledger.file_failed(job, stat, None, exc.reason)
@@ -356,6 +384,8 @@ class UploadWorkflow:
         else:
             candidates = ctx.client.iter_assets(tag=tags[0] if tags else None)
         for remote in candidates:
+            if remote.status == "failed":
+                continue  # a failed asset is being replaced, never adopted
             created = _epoch(remote.created_at)
             if not plan.matches_intent(
                 remote,

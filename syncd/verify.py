@@ -74,7 +74,7 @@ def remote_key(asset: RemoteAsset) -> str | None:
 
 def short_key(key: str) -> str:
     """A store key cut to the identity tag's length, to compare with the library's."""
-    sha, tags = json.loads(key)
+    sha, tags = json.loads(key)[:2]
     return json.dumps([sha[:32], tags], separators=(",", ":"))
 
 

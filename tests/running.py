@@ -98,6 +98,7 @@ class Launcher:
         transport: httpx.BaseTransport | None = None,
         max_watches: int | None = None,
         timers: Timers | None = None,
+        mountinfo: Path | None = None,
         **options: Any,
     ) -> Running:
         roots = list(folders) or [self.hot]
@@ -108,6 +109,7 @@ class Launcher:
             client=_client(config, transport),
             timers=timers or fast_timers(),
             max_watches=max_watches,
+            **({"mountinfo": mountinfo} if mountinfo else {}),
         )
         daemon.start()
         thread = threading.Thread(target=daemon.run_forever, name="test-daemon", daemon=True)

@@ -22,8 +22,12 @@ Behaviour where the API reference is silent, decided here:
 * An image with a good signature that Pillow cannot decode in full (truncated, corrupt):
   **422** ``invalid_image``, nothing stored. Answering at once (rather than accepting and
   marking the asset ``failed`` later) keeps such files failing where syncd can report
-  them, as a permanent error for that content. So ``failed`` never occurs here.
-* ``processing`` turns ``ready`` ``processing_seconds`` after the upload (0: at once).
+  them, as a permanent error for that content.
+* The processing model: ``processing`` turns ``ready`` ``processing_seconds`` after the
+  upload (0: at once), or ``failed`` with a chance of ``failure_rate``, drawn at upload
+  time from a generator seeded with ``processing_seed`` (``--seed``). A failed asset
+  carries ``failure_reason`` (one of the configured reasons) in list and get answers;
+  it is ``null`` otherwise. ``set_processing()`` changes the model at run time.
 * The URL form (JSON ``{"url": ...}``) answers 400 ``cannot_fetch``: no network here.
 * Upload without ``name``: the file name without its extension. Repeated tags are kept
   once, in their first order.

@@ -31,6 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data", type=Path, metavar="DIR", help="kept across restarts (default: a temp dir)")
     add("--api-key", metavar="KEY", help=f"default: ${API_KEY_ENV}, else {DEFAULT_API_KEY!r}")
     add("--processing-seconds", type=float, default=0.5, metavar="S", help="until ready")
+    add(
+        "--failure-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="chance that an upload's processing ends 'failed' (with a reason)",
+    )
+    add(
+        "--failure-reason",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help="a reason processing may fail with (repeatable; default: three built in)",
+    )
     add("--error-rate", type=float, default=0.0, metavar="P", help="chance of a 500/502/503")
     add("--rate-limit-rate", type=float, default=0.0, metavar="P", help="chance of a 429")
     add("--retry-after", type=float, default=1.0, metavar="S", help="Retry-After on a 429")
@@ -52,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     except ValueError as exc:
         parser.error(str(exc))
+    if not 0.0 <= args.failure_rate <= 1.0:
+        parser.error("--failure-rate must be between 0 and 1")
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or DEFAULT_API_KEY
     with ExitStack() as stack:
         data_dir, note = args.data, ""
@@ -61,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         server = EmulatorServer(
             data_dir, api_key=api_key, host=args.host, port=args.port,
             processing_seconds=args.processing_seconds, faults=faults,
+            failure_rate=args.failure_rate, failure_reasons=tuple(args.failure_reason or ()),
+            processing_seed=args.seed,
         )  # fmt: skip
         try:
             server.start()

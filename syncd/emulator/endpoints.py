@@ -26,10 +26,10 @@ from .wire import ApiError, Reply, bad_request
 STATUSES = ("processing", "ready", "failed")
 LIST_FIELDS = (
     "asset_id", "name", "status", "url", "thumbnail_url", "width", "height", "tags",
-    "created_at",
+    "created_at", "failure_reason",
 )  # fmt: skip
 UPLOAD_FIELDS = (*LIST_FIELDS, "file_size", "format")
-GET_FIELDS = (*UPLOAD_FIELDS, "updated_at")
+GET_FIELDS = (*UPLOAD_FIELDS, "updated_at", "failure_reason")
 MAX_LIMIT = 100
 
 
@@ -188,6 +188,7 @@ def inspect_state(state: State, req: Request) -> Reply:
             "faults": state.faults.counts(),
             "fault_settings": state.faults.faults.to_json(),
             "processing_seconds": state.library.processing_seconds,
+            "processing": state.library.processing.settings(),
         },
     )
 

@@ -30,12 +30,21 @@ class EmulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         processing_seconds: float = 0.5,
+        failure_rate: float = 0.0,
+        failure_reasons: tuple[str, ...] = (),
+        processing_seed: int | None = None,
         faults: Faults | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
         self._wanted_port = port
-        self._library = Library(self.data_dir, processing_seconds=processing_seconds)
+        self._library = Library(
+            self.data_dir,
+            processing_seconds=processing_seconds,
+            failure_rate=failure_rate,
+            seed=processing_seed,
+            **({"failure_reasons": failure_reasons} if failure_reasons else {}),
+        )
         self._state = State(self._library, FaultInjector(faults), api_key)
         self._httpd: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -100,6 +109,18 @@ class EmulatorServer:
 
     def set_faults(self, faults: Faults) -> None:
         self._state.faults.configure(faults)
+
+    def set_processing(
+        self,
+        *,
+        seconds: float | None = None,
+        failure_rate: float | None = None,
+        reasons: tuple[str, ...] | None = None,
+    ) -> None:
+        """Change the processing model for uploads from now on."""
+        self._library.processing.configure(
+            seconds=seconds, failure_rate=failure_rate, reasons=reasons
+        )
 
     @property
     def faults(self) -> Faults:

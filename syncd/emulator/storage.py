@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import secrets
 import sqlite3
 import threading
@@ -42,6 +43,8 @@ CREATE TABLE IF NOT EXISTS assets (
     sha256 TEXT NOT NULL,
     status TEXT NOT NULL,
     ready_at TEXT NOT NULL,
+    outcome TEXT NOT NULL DEFAULT 'ready',
+    failure_reason TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -54,7 +57,14 @@ CREATE TABLE IF NOT EXISTS asset_tags (
 CREATE INDEX IF NOT EXISTS asset_tags_by_asset ON asset_tags (asset_id);
 """
 COLUMNS = (
-    "asset_id, name, tags, format, width, height, file_size, sha256, status, created_at, updated_at"
+    "asset_id, name, tags, format, width, height, file_size, sha256, status, created_at,"
+    " updated_at, failure_reason"
+)
+#: Why processing fails, when the model says it does (drawn with the seeded generator).
+FAILURE_REASONS = (
+    "image too small for generation (under 256 px a side)",
+    "no product found in the image",
+    "image is mostly blank",
 )
 
 
@@ -67,9 +77,17 @@ def now_iso(moment: datetime | None = None) -> str:
 class Library:
     """The records and files of one data dir; every method is safe from any thread."""
 
-    def __init__(self, data_dir: Path, *, processing_seconds: float = 0.5) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        processing_seconds: float = 0.5,
+        failure_rate: float = 0.0,
+        failure_reasons: tuple[str, ...] = FAILURE_REASONS,
+        seed: int | None = None,
+    ) -> None:
         self.data_dir = data_dir
-        self.processing_seconds = processing_seconds
+        self.processing = Processing(processing_seconds, failure_rate, failure_reasons, seed)
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         for sub in ("files", "thumbnails"):
@@ -97,7 +115,18 @@ class Library:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
+        columns = {row["name"] for row in db.execute("PRAGMA table_info(assets)")}
+        for name, kind in (
+            ("outcome", "TEXT NOT NULL DEFAULT 'ready'"),
+            ("failure_reason", "TEXT"),
+        ):
+            if name not in columns:  # a data dir from before the processing model
+                db.execute(f"ALTER TABLE assets ADD COLUMN {name} {kind}")  # fixed names
         return db
+
+    @property
+    def processing_seconds(self) -> float:
+        return self.processing.seconds
 
     def file_path(self, asset_id: str, fmt: str) -> Path:
         return self.data_dir / "files" / f"{asset_id}.{fmt}"
@@ -113,14 +142,15 @@ class Library:
         _write_atomically(self.file_path(asset_id, fmt), data)
         _write_atomically(self.thumbnail_path(asset_id), image.thumbnail_png)
         created = datetime.now(UTC)
-        ready = created + timedelta(seconds=self.processing_seconds)
-        status = "ready" if self.processing_seconds <= 0 else "processing"
+        outcome, reason = self.processing.draw()
+        ready = created + timedelta(seconds=self.processing.seconds)
+        status = outcome if self.processing.seconds <= 0 else "processing"
         row = {
             "asset_id": asset_id, "name": name, "tags": json.dumps(tags), "format": fmt,
             "width": image.width, "height": image.height, "file_size": len(data),
             "sha256": hashlib.sha256(data).hexdigest(), "status": status,
-            "ready_at": now_iso(ready), "created_at": now_iso(created),
-            "updated_at": now_iso(created),
+            "ready_at": now_iso(ready), "outcome": outcome, "failure_reason": reason,
+            "created_at": now_iso(created), "updated_at": now_iso(created),
         }  # fmt: skip
         with self._conn() as db, _transaction(db):
             db.execute(
@@ -131,8 +161,8 @@ class Library:
                 "INSERT OR IGNORE INTO asset_tags (tag, asset_id) VALUES (?, ?)",
                 [(tag, asset_id) for tag in tags],
             )
-        del row["ready_at"]
-        return {**row, "tags": list(tags)}
+        del row["ready_at"], row["outcome"]
+        return _record_dict({**row, "tags": list(tags)})
 
     def get(self, asset_id: str) -> dict[str, Any] | None:
         with self._conn() as db:
@@ -196,7 +226,7 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 def _promote(db: sqlite3.Connection) -> None:
     db.execute(
-        "UPDATE assets SET status = 'ready', updated_at = ready_at "
+        "UPDATE assets SET status = outcome, updated_at = ready_at "
         "WHERE status = 'processing' AND ready_at <= ?",
         (now_iso(),),
     )
@@ -218,7 +248,64 @@ def _filters(status: str | None, tags: list[str]) -> tuple[str, tuple[str, ...]]
 def _record(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
     record["tags"] = json.loads(record["tags"])
+    return _record_dict(record)
+
+
+def _record_dict(record: dict[str, Any]) -> dict[str, Any]:
+    """The reason of a failure is told only once the asset has failed."""
+    if record.get("status") != "failed":
+        record["failure_reason"] = None
     return record
+
+
+class Processing:
+    """The processing model: how long until an upload settles, and how often it fails.
+
+    The outcome is drawn at upload time from one seeded generator, so a seed and an
+    upload order replay the same failures.
+    """
+
+    def __init__(
+        self, seconds: float, failure_rate: float, reasons: tuple[str, ...], seed: int | None
+    ) -> None:
+        if not 0.0 <= failure_rate <= 1.0:
+            raise ValueError(f"failure_rate must be between 0 and 1, not {failure_rate!r}")
+        if not reasons:
+            raise ValueError("failure_reasons must not be empty")
+        self.seconds = seconds
+        self.failure_rate = failure_rate
+        self.reasons = reasons
+        self._random = random.Random(seed)  # noqa: S311 - a replayable test model
+        self._lock = threading.Lock()
+
+    def draw(self) -> tuple[str, str | None]:
+        """("ready", None) or ("failed", reason)."""
+        with self._lock:
+            if self.failure_rate and self._random.random() < self.failure_rate:
+                return "failed", self._random.choice(self.reasons)
+        return "ready", None
+
+    def configure(
+        self,
+        *,
+        seconds: float | None = None,
+        failure_rate: float | None = None,
+        reasons: tuple[str, ...] | None = None,
+    ) -> None:
+        """Change the model at run time (tests, the inspection API)."""
+        with self._lock:
+            if seconds is not None:
+                self.seconds = seconds
+            if failure_rate is not None:
+                if not 0.0 <= failure_rate <= 1.0:
+                    raise ValueError("failure_rate must be between 0 and 1")
+                self.failure_rate = failure_rate
+            if reasons:
+                self.reasons = reasons
+
+    def settings(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "failure_rate": self.failure_rate,
+                "failure_reasons": list(self.reasons)}  # fmt: skip
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

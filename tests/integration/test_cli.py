@@ -152,7 +152,7 @@ def test_check_passes_on_a_good_setup(cli: Cli, make_config) -> None:
     assert result.returncode == 0, result.stdout
     lines = result.stdout.splitlines()
     assert [line.split()[1] for line in lines] == [
-        "config", "folders", "inotify", "kernel", "state", "key", "api",
+        "config", "folders", "mode", "inotify", "kernel", "state", "key", "api",
     ]  # fmt: skip
     assert all(line.startswith("ok") for line in lines)
 

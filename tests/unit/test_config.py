@@ -58,7 +58,7 @@ def test_defaults_match_the_spec(tmp_path: Path) -> None:
     assert folder.delete_grace_seconds == 30.0
     assert folder.include == ("*.jpg", "*.jpeg", "*.png", "*.webp")
     assert folder.exclude == ()
-    assert folder.polling is False
+    assert folder.polling == "auto"
     assert folder.poll_interval_seconds == 5.0
     assert (folder.oversize, folder.convert) == ("fail", ())
     assert config.source == tmp_path / "config.toml"

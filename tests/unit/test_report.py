@@ -129,6 +129,7 @@ def test_a_rejected_key_and_folder_health_are_shown(store: Store, tmp_path: Path
     assert status["folders"] == [{
         "path": folder.key, "health": "guarded", "polling": True, "last_scan": None,
         "reason": "root is empty where files were tracked", "watch_mode": None,
+        "watch_reason": None,
     }]  # fmt: skip
     text = render(status)
     assert "REJECTED since" in text and "(2m ago)" in text
