@@ -85,18 +85,22 @@ def run(config_path: Path | None) -> None:
     help="Give up after this many seconds if the API keeps failing (exit 1).",
 )
 def sync(config_path: Path | None, max_wait: float) -> None:
-    """One pass: scan every folder, upload and delete what differs, then exit (0 ok, 1 failed)."""
-    with _errors(), _daemon(config_path) as daemon, _progress() as progress:
-        code = daemon.sync_once(max_wait=max_wait, progress=progress)
-        sys.exit(code)
+    """One pass: scan, upload and delete what differs, print a summary, exit (see its last line)."""
+    with _errors(), _daemon(config_path, role="sync") as daemon:
+        with _progress() as progress:
+            result = daemon.sync_once(max_wait=max_wait, progress=progress)
+        for line in result.lines():
+            click.echo(line)
+        sys.exit(result.exit_code)
 
 
 @contextmanager
-def _daemon(config_path: Path | None) -> Iterator[Daemon]:
+def _daemon(config_path: Path | None, role: str = "run") -> Iterator[Daemon]:
     """A started daemon that stops however the block ends; signals only ask it to stop."""
     from syncd.daemon import Daemon
 
     daemon = Daemon(load_config(config_path))
+    daemon.role = role
     _on_signals(daemon.request_stop)
     daemon.start()
     try:
@@ -113,13 +117,17 @@ def _progress() -> Iterator[Callable[[int, int], None] | None]:
         return
     from rich.progress import Progress
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task("syncing", total=None)
+    before = log.raise_console_level("warning")
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("syncing", total=None)
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            def update(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
 
-        yield update
+            yield update
+    finally:
+        log.set_console_level(before)
 
 
 @main.command()
@@ -207,7 +215,9 @@ def status(config_path: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
-        report.render(data, Console(highlight=False), now=now)
+        # Piped or redirected, nothing is cropped: a long folder path stays whole.
+        width = None if sys.stdout.isatty() else 10_000
+        report.render(data, Console(highlight=False, width=width), now=now)
 
 
 @main.command()

@@ -23,9 +23,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import structlog
 
+from syncd import beacon, summary
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import Config, FolderConfig, require_api_key
@@ -98,12 +100,16 @@ class Daemon:
         self.workers: Workers | None = None
         self._last_probe = 0.0
         self._next_prune = 0.0
+        #: ``run`` or ``sync``: what ``syncd status`` says holds the state database.
+        self.role = "run"
+        self.beacon: beacon.Beacon | None = None
 
     # -- start and stop -------------------------------------------------------------
 
     def start(self) -> None:
         """Open the store (refusing a second daemon), recover, build the workflows."""
         self.store = Store.open(self.config.state.path, clock=self.clock)
+        self.beacon = beacon.Beacon(self.store, self.role, self.clock())
         recovered = self.store.recover()
         if recovered:
             log.info("store.recovered", jobs=recovered)
@@ -217,6 +223,8 @@ class Daemon:
                 self._scan_if_approved(folder)
             self._probe_key()
             self._prune()
+            self._take_requests()
+            self._publish()
         except StoreError as exc:
             log.warning("daemon.maintain_failed", error=str(exc))
         except Exception:
@@ -232,14 +240,29 @@ class Daemon:
         if removed:
             log.info("queue.pruned", jobs=removed)
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, progress: dict[str, int] | None = None) -> None:
         healthy = all(t.is_alive() for t in self.threads)
         if healthy:
             self.notifier.watchdog()
         self.notifier.status(self._status_text())
         with contextlib.suppress(StoreError):
-            assert self.store is not None
+            assert self.store is not None and self.beacon is not None
             self.store.set_meta("heartbeat", f"{self.clock():.3f} {os.getpid()}")
+            self.beacon.holder(progress)
+
+    def _publish(self) -> None:
+        """The breaker's state for `syncd status`: written when it changes."""
+        if self.beacon is not None and self.ctx is not None:
+            self.beacon.outage(self.ctx.breaker.state)
+
+    def _take_requests(self) -> None:
+        """Rescans asked for by `syncd rescan` (None: every folder)."""
+        assert self.store is not None
+        for key in beacon.take_rescans(self.store):
+            for folder in self.config.folders:
+                if key is None or key == folder.key:
+                    log.info("scan.requested", folder=folder.key, by="syncd rescan")
+                    self.request_scan(folder.key)
 
     def status_line(self) -> str:
         if self.ctx is None:
@@ -252,6 +275,8 @@ class Daemon:
         text = f"uploads queued {pending}, {failed} failed, {held} deletions held"
         if self.ctx.breaker.auth_rejected_since is not None:
             text += "; PAUSED: the API key is not accepted"
+        elif self.ctx.breaker.is_open:
+            text += "; the API is unreachable, probing"
         return text
 
     def _status_text(self) -> str:
@@ -384,7 +409,7 @@ class Daemon:
         try:
             self.ctx.client.check_auth()
         except AuthError:
-            log.warning("api.key_rejected", since=since)
+            log.warning("api.key_rejected", since=_iso(since))
             return
         except ApiError:
             return
@@ -399,34 +424,54 @@ class Daemon:
 
     def sync_once(
         self, *, max_wait: float = 600.0, progress: Callable[[int, int], None] | None = None
-    ) -> int:
-        """Scan every folder, work until nothing is due, exit code 0 or 1 (failures).
+    ) -> summary.Summary:
+        """Scan every folder, work until nothing is due; the summary carries the exit code.
 
         A stop request (SIGTERM, Ctrl-C) ends the wait at once; what is left stays queued.
+        A rejected key ends it at once too: waiting could not help.
         """
-        assert self.ctx is not None
+        assert self.ctx is not None and self.store is not None
+        started = self.clock()
+        self._heartbeat()
         for folder in self.config.folders:
             if not self.stopping.is_set():
                 self.sweeper.scan(folder)
         self.start_threads(watch=False)
-        self._work_until_done(time.monotonic() + max_wait, progress)
-        failed = len(self.ctx.ledger.failures(limit=1))
-        left = self.ctx.ledger.outstanding()
-        if left:
-            log.warning("sync.unfinished", jobs=left, stopped=self.stopping.is_set())
-        return 1 if failed or left or self.failed else 0
+        stopped = self._work_until_done(time.monotonic() + max_wait, progress)
+        if self.failed:
+            stopped = "thread"
+        result = summary.count(self.store, started, stopped)
+        if result.queued or stopped:
+            log.warning("sync.unfinished", jobs=result.queued, stopped=stopped)
+        return result
 
     def _work_until_done(
         self, deadline: float, progress: Callable[[int, int], None] | None
-    ) -> None:
+    ) -> str | None:
+        """Work until nothing is due; why it stopped early (signal, key, timeout) or None."""
         assert self.ctx is not None
         total = max(1, self.ctx.ledger.outstanding())
-        while time.monotonic() < deadline and not self.stopping.is_set():
+        last_beat = 0.0
+        while not self.stopping.is_set():
+            if time.monotonic() >= deadline:
+                return "timeout"
+            if self.ctx.breaker.auth_rejected_since is not None:
+                log.error("sync.key_rejected", error=self.ctx.breaker.state.last_error)
+                return "key"
             left = self.ctx.ledger.outstanding()
             total = max(total, left)
             if progress:
                 progress(total - left, total)
+            if time.monotonic() - last_beat >= 1.0:
+                last_beat = time.monotonic()
+                self._heartbeat({"done": total - left, "total": total})
+                self._publish()
             if left == 0 and self.busy == 0 and not len(self.scan_requests):
-                return
-            self._probe_key()
+                return None
             self.stopping.wait(0.1)
+        return "signal"
+
+
+def _iso(epoch: float) -> str:
+    """Times in the log are read by people: ISO 8601 UTC, never a raw epoch."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

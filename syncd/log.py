@@ -244,6 +244,25 @@ def _install_handler(form: str, stream: TextIO | None, level: int) -> None:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
+def raise_console_level(level: str) -> int:
+    """Make our handler at least this quiet; returns its level before, to restore later.
+
+    ``syncd sync`` on a terminal keeps info lines off the screen while its progress bar
+    runs (warnings still show): hundreds of upload lines would push the bar away.
+    """
+    handler = _state.get("handler")
+    if handler is None:
+        return logging.NOTSET
+    before = handler.level
+    handler.setLevel(max(before, logging.getLevelNamesMapping()[level.upper()]))
+    return before
+
+
+def set_console_level(level: int) -> None:
+    if (handler := _state.get("handler")) is not None:
+        handler.setLevel(level)
+
+
 def reset() -> None:
     """Undo :func:`configure` (tests): structlog defaults, no handler of ours on the root."""
     if (handler := _state.pop("handler", None)) is not None:

@@ -95,6 +95,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 4: how each folder is watched right now (inotify, or polling after the watch limit).
     ("ALTER TABLE folders ADD COLUMN watch_mode TEXT",),
+    # n: requests an operator leaves for the running daemon (``syncd rescan``): the
+    #    command writes a row, the daemon takes and deletes it; nobody else scans.
+    (
+        """CREATE TABLE IF NOT EXISTS requests (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            folder TEXT,
+            at REAL NOT NULL
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
