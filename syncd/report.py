@@ -62,8 +62,7 @@ def gather(
     rejected = _epoch(store.get_meta("auth_rejected_since"))
     return {
         "state_path": str(store.path),
-        "daemon": _daemon(store.get_meta("heartbeat"), now, stale_after)
-        | _holder(beacon.read(store, beacon.HOLDER)),
+        "daemon": holder(store, now=now, stale_after=stale_after),
         "api": _api(beacon.read(store, beacon.OUTAGE), now),
         "jobs": {
             str(kind): {str(s): counts.get(str(kind), {}).get(str(s), 0) for s in live_states(kind)}
@@ -93,6 +92,13 @@ def live_states(kind: JobKind) -> list[JobState]:
 
 
 # --- the parts ---------------------------------------------------------------------------
+
+
+def holder(store: Store, *, now: float, stale_after: float) -> dict[str, Any]:
+    """The process holding the database, if one runs: running, pid, role, progress."""
+    return _daemon(store.get_meta("heartbeat"), now, stale_after) | _holder(
+        beacon.read(store, beacon.HOLDER)
+    )
 
 
 def _daemon(heartbeat: str | None, now: float, stale_after: float) -> dict[str, Any]:
