@@ -46,6 +46,25 @@ def _readonly(config: Config) -> Iterator[Store]:
         store.close()
 
 
+@contextmanager
+def _readonly_or_empty(config: Config) -> Iterator[Store]:
+    """The state database read-only; before the first run, an empty one made elsewhere."""
+    if config.state.path.exists():
+        with _readonly(config) as store:
+            yield store
+        return
+    import tempfile
+
+    from syncd.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="syncd-plan-") as tmp:
+        store = Store.open(Path(tmp) / "empty.db", lock=False)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
 def _folder_key(config: Config, text: str | None) -> str | None:
     """A folder named by path (as in the config, or from here) or by name; usage error if none."""
     if text is None:
@@ -270,7 +289,7 @@ def run_plan(config_path: Path | None, as_json: bool) -> None:
 
     with handled_errors():
         config = load_config(config_path)
-        with _readonly(config) as store:
+        with _readonly_or_empty(config) as store:
             result = make_plan(config, store)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))

@@ -54,9 +54,10 @@ def explain(config: Config, store: Store, text: str, *, now: float) -> dict[str,
     out["tracked"] = row is not None
     out["sha256"] = row["sha256"] if row else None
     out["problem"] = row["problem"] if row else None
-    asset = _one(store, "SELECT * FROM assets WHERE key = ?", row["asset_key"]) if row else None
+    key = row["asset_key"] if row else _last_asset(store, folder.key, relpath)
+    asset = _one(store, "SELECT * FROM assets WHERE key = ?", key) if key else None
     out["asset"] = _asset(asset)
-    out["jobs"] = _history(store, folder.key, relpath, row["asset_key"] if row else None)
+    out["jobs"] = _history(store, folder.key, relpath, key)
     out["folder_health"] = _health(store, folder.key)
     outage = beacon.read(store, beacon.OUTAGE)
     out["api_unreachable_since"] = iso(outage.get("since")) if outage else None
@@ -68,6 +69,18 @@ def explain(config: Config, store: Store, text: str, *, now: float) -> dict[str,
 def _one(store: Store, sql: str, *params: Any) -> dict[str, Any] | None:
     rows = store.query(sql, params)
     return dict(rows[0]) if rows else None
+
+
+def _last_asset(store: Store, folder: str, relpath: str) -> str | None:
+    """The asset a file that is no longer tracked stood for, from its jobs."""
+    row = _one(
+        store,
+        "SELECT asset_key FROM jobs WHERE folder = ? AND relpath = ? AND asset_key IS NOT NULL"
+        " ORDER BY id DESC LIMIT 1",
+        folder,
+        relpath,
+    )
+    return row["asset_key"] if row else None
 
 
 def _link_outside(path: Path, root: Path) -> bool:
@@ -126,7 +139,10 @@ def _waiting(out: dict[str, Any], now: float) -> str | None:
     reason = job["reason"] or ""
     outage = out["api_unreachable_since"]
     rules = (
-        (job["state"] == "held", f"a person: the {job['kind']} is held: {reason}"),
+        (
+            job["state"] == "held",
+            f"a person: the {job['kind']} is held ({reason.removeprefix('held: ')})",
+        ),
         (
             job["state"] == "failed",
             f"a fix: the {job['kind']} failed: {reason}; change the file or `syncd retry`",
@@ -141,6 +157,7 @@ def _waiting(out: dict[str, Any], now: float) -> str | None:
 
 def _verdict(out: dict[str, Any]) -> str:
     asset = out["asset"] or {}
+    gone = not out["exists"] and asset.get("asset_id")
     rules = (
         (out["ignored"], f"ignored: {out['ignored']}"),
         (
@@ -148,6 +165,15 @@ def _verdict(out: dict[str, Any]) -> str:
             "not uploaded: a symlink to a file outside the hot folder is never followed",
         ),
         (out["problem"], f"cannot be uploaded: {out['problem']}"),
+        (
+            gone and out["waiting_for"],
+            f"gone from the folder; its asset {asset.get('asset_id')} is still in the library,"
+            f" waiting for {out['waiting_for']}",
+        ),
+        (
+            gone,
+            f"gone from the folder; its asset {asset.get('asset_id')} is no longer used here",
+        ),
         (
             asset.get("asset_id"),
             f"uploaded as {asset.get('asset_id')} ({asset.get('name')},"
@@ -258,4 +284,7 @@ def _epoch(iso: str) -> float:
 
 
 def _clock(iso: str) -> str:
+    """HH:MM:SS local time; "?" for an unknown time (rules are built before one is picked)."""
+    if not iso:
+        return "?"
     return datetime.fromtimestamp(_epoch(iso)).strftime("%H:%M:%S")

@@ -77,6 +77,8 @@ class Summary:
             return "some files failed (reasons above)"
         if self.queued:
             return "jobs are still queued"
+        if self.held:
+            return "done; the held deletions wait for a person"
         return "everything is in sync"
 
     def as_dict(self) -> dict[str, Any]:
