@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 import structlog
 
 from syncd import beacon, summary
+from syncd.alerts import Alerts
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import Config, FolderConfig, require_api_key
@@ -36,6 +37,7 @@ from syncd.deletions import DeleteWorkflow
 from syncd.errors import ApiError, AuthError, PermanentError, StoreError
 from syncd.intake import Intake, ScanRequests
 from syncd.ledger import Ledger
+from syncd.metrics import Metrics
 from syncd.model import JobKind, Workflow
 from syncd.notify import Notifier
 from syncd.store import Store
@@ -103,6 +105,9 @@ class Daemon:
         #: ``run`` or ``sync``: what ``syncd status`` says holds the state database.
         self.role = "run"
         self.beacon: beacon.Beacon | None = None
+        self.metrics: Metrics | None = None
+        self.alerts: Alerts | None = None
+        self._held = 0
 
     # -- start and stop -------------------------------------------------------------
 
@@ -146,6 +151,22 @@ class Daemon:
         self.workers = Workers(
             self.ctx, flows, stopping=self.stopping, indexed=self.indexed, clock=self.clock
         )
+        self._start_extras()
+
+    def _start_extras(self) -> None:
+        """The opt-in metrics endpoint and notify command, when the config asks for them."""
+        assert self.store is not None and self.ctx is not None
+        if self.config.metrics.listen:
+            self.metrics = Metrics(
+                self.config.metrics.listen, self.store, self.ctx.breaker, list(self.folders)
+            )
+            self.metrics.start()
+        if self.config.notify.command:
+            self.alerts = Alerts(
+                self.config.notify.command, min_interval=self.config.notify.min_interval_seconds
+            )
+            self.alerts.start()
+        self._held = self.ctx.ledger.counts().get("delete", {}).get("held", 0)
 
     def start_threads(self, *, watch: bool = True) -> None:
         self._spawn("syncd-scanner", self._index_then_scan)
@@ -193,6 +214,10 @@ class Daemon:
             self.intake.drain()
         if self._client is not None:
             self._client.close()
+        if self.alerts is not None:
+            self.alerts.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.store is not None:
             self.store.close()
         unfinished = [t.name for t in self.threads if t.is_alive()]
@@ -249,6 +274,15 @@ class Daemon:
             assert self.store is not None and self.beacon is not None
             self.store.set_meta("heartbeat", f"{self.clock():.3f} {os.getpid()}")
             self.beacon.holder(progress)
+            self._watch_held()
+
+    def _watch_held(self) -> None:
+        """Say when more deletions are held than before (the notify command hears it)."""
+        assert self.ctx is not None
+        held = self.ctx.ledger.counts().get("delete", {}).get("held", 0)
+        if held > self._held:
+            log.warning("deletions.held", count=held, new=held - self._held)
+        self._held = held
 
     def _publish(self) -> None:
         """The breaker's state for `syncd status`: written when it changes."""
