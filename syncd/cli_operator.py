@@ -236,7 +236,12 @@ def explain(config_path: Path | None, path: str, as_json: bool) -> None:
 @config_option
 @click.argument("folder", required=False)
 @click.option("--tag", default=None, help="Only files whose asset carries this tag.")
-@click.option("--state", type=click.Choice(["uploaded", "queued", "failed"]), default=None)
+@click.option(
+    "--state",
+    type=click.Choice(["uploaded", "queued", "failed"]),
+    default=None,
+    help="Only files in this state.",
+)
 @click.option("--ignored", is_flag=True, help="List the files the rules ignore, with the rule.")
 @json_option
 def ls(

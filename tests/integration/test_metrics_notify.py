@@ -78,3 +78,21 @@ def test_notify_command_gets_one_json_message_for_a_burst(
     assert sorted(e["path"] for e in events) == [f"bad{i}.jpg" for i in range(5)]
     assert "5 file failed" in messages[0]["summary"]
     assert not (tmp_path / "pwned").exists()
+
+
+def test_delete_done_names_the_file_and_lists_its_tags(start_daemon: Launcher, hot: Path) -> None:
+    """`delete.done` carries the deleted file's path and its tags as a list, not a string."""
+    log.configure("warning", "json")
+    events: list[tuple[str, dict[str, object]]] = []
+    stop = log.observe(lambda name, fields: events.append((name, dict(fields))))
+    try:
+        run = start_daemon()
+        write_image(hot / "red" / "a.jpg", 5)
+        run.wait_assets(1)
+        (hot / "red" / "a.jpg").unlink()
+        run.wait_assets(0)
+    finally:
+        stop()
+    done = [fields for name, fields in events if name == "delete.done"]
+    assert len(done) == 1
+    assert done[0]["path"] == "red/a.jpg" and done[0]["tags"] == ["studio", "red"]
