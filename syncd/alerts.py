@@ -39,6 +39,7 @@ KINDS = {
     "delete.failed": "delete_failed",
     "deletions.held": "deletions_held",
     "folder.unavailable": "root_unavailable",
+    "watcher.root_unavailable": "root_unavailable",
     "scan.skipped": "root_unavailable",
     "api.key_rejected": "key_rejected",
     "sync.key_rejected": "key_rejected",
