@@ -3,7 +3,8 @@
     python benchmarks/bench_outage.py [--outages 15 60 300]
 
 The real daemon (real watcher, SQLite, HTTP) runs in this process against the emulator;
-the emulator answers 503 to everything for the outage, while five files wait. Prints, per
+the emulator's server is stopped for the outage (connections refused) while five files
+wait, then started again on the same port. Prints, per
 outage length, the seconds from "API answers again" to "first asset in the library", and
 the goal (10 s). The 15 s case also runs in the test suite
 (tests/integration/test_outage.py); the long ones live here to keep the suite fast.
@@ -37,7 +38,9 @@ def measure(outage: float) -> float:
         try:
             run = launcher()
             log.configure("error", "json")
-            return api_back_to_first_upload(run, server, hot, outage)
+            took, back = api_back_to_first_upload(run, server, hot, outage)
+            back.stop()
+            return took
         finally:
             launcher.close()
             server.stop()
