@@ -17,47 +17,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from syncd import __version__, log
-from syncd.config import Config, find_config_path, load
-from syncd.errors import ConfigError, StoreError, SyncdError
+from syncd.cli_common import (
+    EXIT_FAILED,
+    config_option,
+    load_config,
+)
+from syncd.cli_common import handled_errors as _errors
+from syncd.cli_common import open_ledger as _ledger
 
 if TYPE_CHECKING:
     from syncd.daemon import Daemon
-
-EXIT_FAILED, EXIT_CONFIG, EXIT_STORE = 1, 2, 3
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Config file (default: $SYNCD_CONFIG, ~/.config/syncd/config.toml, "
-    "/etc/syncd/config.toml).",
-)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Known errors become one clear line and an exit code, never a traceback."""
-    try:
-        yield
-    except ConfigError as exc:
-        click.echo(f"syncd: config error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    except StoreError as exc:
-        click.echo(f"syncd: state database: {exc}", err=True)
-        sys.exit(EXIT_STORE)
-    except SyncdError as exc:
-        click.echo(f"syncd: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
-
-
-def load_config(config_path: Path | None) -> Config:
-    config = load(find_config_path(config_path))
-    log.configure(config.log.level, config.log.format)
-    if config.api.api_key is not None:
-        log.add_secret(config.api.api_key.known)
-    return config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,19 +53,31 @@ def run(config_path: Path | None) -> None:
     show_default=True,
     help="Give up after this many seconds if the API keeps failing (exit 1).",
 )
-def sync(config_path: Path | None, max_wait: float) -> None:
-    """One pass: scan every folder, upload and delete what differs, then exit (0 ok, 1 failed)."""
-    with _errors(), _daemon(config_path) as daemon, _progress() as progress:
-        code = daemon.sync_once(max_wait=max_wait, progress=progress)
-        sys.exit(code)
+@click.option(
+    "--dry-run", is_flag=True, help="Only say what would be done (as `syncd plan`); send nothing."
+)
+def sync(config_path: Path | None, max_wait: float, dry_run: bool) -> None:
+    """One pass: scan, upload and delete what differs, print a summary, exit (see its last line)."""
+    if dry_run:
+        from syncd.cli_operator import run_plan
+
+        run_plan(config_path, as_json=False)
+        return
+    with _errors(), _daemon(config_path, role="sync") as daemon:
+        with _progress() as progress:
+            result = daemon.sync_once(max_wait=max_wait, progress=progress)
+        for line in result.lines():
+            click.echo(line)
+        sys.exit(result.exit_code)
 
 
 @contextmanager
-def _daemon(config_path: Path | None) -> Iterator[Daemon]:
+def _daemon(config_path: Path | None, role: str = "run") -> Iterator[Daemon]:
     """A started daemon that stops however the block ends; signals only ask it to stop."""
     from syncd.daemon import Daemon
 
     daemon = Daemon(load_config(config_path))
+    daemon.role = role
     _on_signals(daemon.request_stop)
     daemon.start()
     try:
@@ -113,36 +94,17 @@ def _progress() -> Iterator[Callable[[int, int], None] | None]:
         return
     from rich.progress import Progress
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task("syncing", total=None)
+    before = log.raise_console_level("warning")
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("syncing", total=None)
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            def update(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
 
-        yield update
-
-
-@main.command()
-@config_option
-@click.argument("paths", nargs=-1)
-def retry(config_path: Path | None, paths: tuple[str, ...]) -> None:
-    """Re-queue failed jobs (all, or those of the given paths)."""
-    with _errors(), _ledger(load_config(config_path)) as ledger:
-        count = ledger.retry_failed(paths)
-        click.echo(f"re-queued {count} failed job(s)")
-
-
-@main.command("approve-deletes")
-@config_option
-@click.option("--folder", default=None, help="Only this hot folder (its path).")
-def approve_deletes(config_path: Path | None, folder: str | None) -> None:
-    """Let held deletions go (and accept an empty root or a new device for held folders)."""
-    with _errors(), _ledger(load_config(config_path)) as ledger:
-        key = str(Path(folder).expanduser().resolve()) if folder else None
-        count, accepted = ledger.approve_deletes(key)
-        click.echo(f"approved {count} held deletion(s)")
-        for root in accepted:
-            click.echo(f"accepted the guarded folder {root}: a running daemon rescans it now")
+            yield update
+    finally:
+        log.set_console_level(before)
 
 
 @main.command()
@@ -214,7 +176,9 @@ def status(config_path: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
-        report.render(data, Console(highlight=False), now=now)
+        # Piped or redirected, nothing is cropped: a long folder path stays whole.
+        width = None if sys.stdout.isatty() else 10_000
+        report.render(data, Console(highlight=False, width=width), now=now)
 
 
 @main.command()
@@ -261,18 +225,6 @@ def demo(keep: bool, seconds: float | None) -> None:
 
     keep_for = seconds if seconds is not None else (float("inf") if keep else None)
     sys.exit(tour.run(keep_for=keep_for))
-
-
-@contextmanager
-def _ledger(config: Config) -> Iterator[Any]:
-    from syncd.ledger import Ledger
-    from syncd.store import Store
-
-    store = Store.open(config.state.path, lock=False)
-    try:
-        yield Ledger(store, {f.key: f for f in config.folders})
-    finally:
-        store.close()
 
 
 @main.command()
@@ -345,3 +297,14 @@ def _on_signals(stop: Callable[[], None]) -> None:
     """Handlers only set a flag; the loops notice it."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop())
+
+
+def _register_operator_commands() -> None:
+    from syncd.cli_operator import COMMANDS, explain
+
+    for command in COMMANDS:
+        main.add_command(command)
+    main.add_command(COMMANDS[COMMANDS.index(explain)], "why")
+
+
+_register_operator_commands()

@@ -84,6 +84,21 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Opt-in Prometheus endpoint: ``listen`` is ``host:port`` (loopback unless said)."""
+
+    listen: str | None = None
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Opt-in events for people: ``command`` (an argv, run without a shell) gets JSON."""
+
+    command: tuple[str, ...] = ()
+    min_interval_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
 class FolderConfig:
     path: Path
     tags: tuple[str, ...] = ()
@@ -121,6 +136,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     folders: tuple[FolderConfig, ...] = ()
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: Path | None = None
 
 
@@ -375,6 +392,35 @@ _DAEMON: dict[str, Convert] = {
     "processing_check_max_seconds": _number(1, inclusive=True),
     "processing_requests_per_second": _number(0, inclusive=False),
 }
+
+
+def _listen(value: Any) -> str:
+    """``host:port``; IPv6 hosts in brackets (``[::1]:9464``); port 0 picks a free one."""
+    text = _text(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise _Invalid(f'expected "host:port", e.g. "127.0.0.1:9464", got {text!r}')
+    return text
+
+
+def _argv(value: Any) -> tuple[str, ...]:
+    """A command as a list of arguments (run without a shell); repeats are kept."""
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"expected a non-empty list of strings, got {_describe(value)}")
+    items = []
+    for i, item in enumerate(value):
+        try:
+            items.append(_text(item))
+        except _Invalid as exc:
+            raise _Invalid(exc.problem, at=f"[{i}]") from None
+    return tuple(items)
+
+
+_METRICS: dict[str, Convert] = {"listen": _listen}
+_NOTIFY: dict[str, Convert] = {
+    "command": _argv,
+    "min_interval_seconds": _number(0, inclusive=True),
+}
 _FOLDER: dict[str, Convert] = {
     "path": _path,
     "tags": _strings(),
@@ -395,7 +441,7 @@ _FOLDER: dict[str, Convert] = {
     "after_upload_when": _choice(*AFTER_UPLOAD_WHEN),
     "names": _choice(*NAME_POLICIES),
 }
-_TOP_LEVEL = ("api", "state", "log", "daemon", "folders")
+_TOP_LEVEL = ("api", "state", "log", "daemon", "folders", "metrics", "notify")
 
 
 # --- building the Config ---------------------------------------------------------------
@@ -430,6 +476,8 @@ def _build(raw: dict[str, Any], ctx: _Source, source: Path | None) -> Config:
         log=LogConfig(**_section(raw, "log", _LOG, ctx)),
         daemon=DaemonConfig(**_section(raw, "daemon", _DAEMON, ctx)),
         folders=_folders(raw.get("folders"), ctx),
+        metrics=MetricsConfig(**_section(raw, "metrics", _METRICS, ctx)),
+        notify=NotifyConfig(**_section(raw, "notify", _NOTIFY, ctx)),
         source=source,
     )
     _check_layout(config, ctx)

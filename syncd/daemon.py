@@ -23,11 +23,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from syncd import beacon, summary
+from syncd.alerts import Alerts
 from syncd.api import AssetsClient
 from syncd.archive import AfterUpload
 from syncd.breaker import Breaker
@@ -41,6 +44,7 @@ from syncd.fstype import MOUNTINFO
 from syncd.intake import Intake, ScanRequests
 from syncd.ledger import Ledger
 from syncd.lifecycle import Lifecycle
+from syncd.metrics import Metrics
 from syncd.model import JobKind, Workflow
 from syncd.notify import Notifier
 from syncd.plan import LateAnswers
@@ -111,12 +115,19 @@ class Daemon:
         self.workers: Workers | None = None
         self._last_probe = 0.0
         self._next_prune = 0.0
+        #: ``run`` or ``sync``: what ``syncd status`` says holds the state database.
+        self.role = "run"
+        self.beacon: beacon.Beacon | None = None
+        self.metrics: Metrics | None = None
+        self.alerts: Alerts | None = None
+        self._held = 0
 
     # -- start and stop -------------------------------------------------------------
 
     def start(self) -> None:
         """Open the store (refusing a second daemon), recover, build the workflows."""
         self.store = Store.open(self.config.state.path, clock=self.clock)
+        self.beacon = beacon.Beacon(self.store, self.role, self.clock())
         recovered = self.store.recover()
         if recovered:
             log.info("store.recovered", jobs=recovered)
@@ -170,6 +181,22 @@ class Daemon:
         self.workers = Workers(
             self.ctx, flows, stopping=self.stopping, indexed=self.indexed, clock=self.clock
         )
+        self._start_extras()
+
+    def _start_extras(self) -> None:
+        """The opt-in metrics endpoint and notify command, when the config asks for them."""
+        assert self.store is not None and self.ctx is not None
+        if self.config.metrics.listen:
+            self.metrics = Metrics(
+                self.config.metrics.listen, self.store, self.ctx.breaker, list(self.folders)
+            )
+            self.metrics.start()
+        if self.config.notify.command:
+            self.alerts = Alerts(
+                self.config.notify.command, min_interval=self.config.notify.min_interval_seconds
+            )
+            self.alerts.start()
+        self._held = self.ctx.ledger.counts().get("delete", {}).get("held", 0)
 
     def start_threads(self, *, watch: bool = True) -> None:
         self._spawn("syncd-scanner", self._index_then_scan)
@@ -225,6 +252,10 @@ class Daemon:
             self.intake.drain()
         if self._client is not None:
             self._client.close()
+        if self.alerts is not None:
+            self.alerts.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.store is not None:
             self.store.close()
         unfinished = [t.name for t in self.threads if t.is_alive()]
@@ -256,6 +287,8 @@ class Daemon:
             self._isolated(self._maintain_folder, folder, folder=folder.key)
         self._isolated(self._probe_key)
         self._isolated(self._prune)
+        self._isolated(self._take_requests)
+        self._isolated(self._publish)
 
     def _maintain_folder(self, folder: FolderConfig) -> None:
         self.intake.ensure_watcher(folder)
@@ -281,14 +314,38 @@ class Daemon:
         if removed:
             log.info("queue.pruned", jobs=removed)
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, progress: dict[str, int] | None = None) -> None:
         healthy = all(t.is_alive() for t in self.threads)
         if healthy:
             self.notifier.watchdog()
         self.notifier.status(self._status_text())
         with contextlib.suppress(StoreError):
-            assert self.store is not None
+            assert self.store is not None and self.beacon is not None
             self.store.set_meta("heartbeat", f"{self.clock():.3f} {os.getpid()}")
+            self.beacon.holder(progress)
+            self._watch_held()
+
+    def _watch_held(self) -> None:
+        """Say when more deletions are held than before (the notify command hears it)."""
+        assert self.ctx is not None
+        held = self.ctx.ledger.counts().get("delete", {}).get("held", 0)
+        if held > self._held:
+            log.warning("deletions.held", count=held, new=held - self._held)
+        self._held = held
+
+    def _publish(self) -> None:
+        """The breaker's state for `syncd status`: written when it changes."""
+        if self.beacon is not None and self.ctx is not None:
+            self.beacon.outage(self.ctx.breaker.state)
+
+    def _take_requests(self) -> None:
+        """Rescans asked for by `syncd rescan` (None: every folder)."""
+        assert self.store is not None
+        for key in beacon.take_rescans(self.store):
+            for folder in self.config.folders:
+                if key is None or key == folder.key:
+                    log.info("scan.requested", folder=folder.key, by="syncd rescan")
+                    self.request_scan(folder.key)
 
     def status_line(self) -> str:
         if self.ctx is None:
@@ -301,6 +358,8 @@ class Daemon:
         text = f"uploads queued {pending}, {failed} failed, {held} deletions held"
         if self.ctx.breaker.auth_rejected_since is not None:
             text += "; PAUSED: the API key is not accepted"
+        elif self.ctx.breaker.is_open:
+            text += "; the API is unreachable, probing"
         return text
 
     def _status_text(self) -> str:
@@ -433,7 +492,7 @@ class Daemon:
         try:
             self.ctx.client.check_auth()
         except AuthError:
-            log.warning("api.key_rejected", since=since)
+            log.warning("api.key_rejected", since=_iso(since))
             return
         except ApiError:
             return
@@ -448,34 +507,54 @@ class Daemon:
 
     def sync_once(
         self, *, max_wait: float = 600.0, progress: Callable[[int, int], None] | None = None
-    ) -> int:
-        """Scan every folder, work until nothing is due, exit code 0 or 1 (failures).
+    ) -> summary.Summary:
+        """Scan every folder, work until nothing is due; the summary carries the exit code.
 
         A stop request (SIGTERM, Ctrl-C) ends the wait at once; what is left stays queued.
+        A rejected key ends it at once too: waiting could not help.
         """
-        assert self.ctx is not None
+        assert self.ctx is not None and self.store is not None
+        started = self.clock()
+        self._heartbeat()
         for folder in self.config.folders:
             if not self.stopping.is_set():
                 self.sweeper.scan(folder)
         self.start_threads(watch=False)
-        self._work_until_done(time.monotonic() + max_wait, progress)
-        failed = len(self.ctx.ledger.failures(limit=1))
-        left = self.ctx.ledger.outstanding()
-        if left:
-            log.warning("sync.unfinished", jobs=left, stopped=self.stopping.is_set())
-        return 1 if failed or left or self.failed else 0
+        stopped = self._work_until_done(time.monotonic() + max_wait, progress)
+        if self.failed:
+            stopped = "thread"
+        result = summary.count(self.store, started, stopped)
+        if result.queued or stopped:
+            log.warning("sync.unfinished", jobs=result.queued, stopped=stopped)
+        return result
 
     def _work_until_done(
         self, deadline: float, progress: Callable[[int, int], None] | None
-    ) -> None:
+    ) -> str | None:
+        """Work until nothing is due; why it stopped early (signal, key, timeout) or None."""
         assert self.ctx is not None
         total = max(1, self.ctx.ledger.outstanding())
-        while time.monotonic() < deadline and not self.stopping.is_set():
+        last_beat = 0.0
+        while not self.stopping.is_set():
+            if time.monotonic() >= deadline:
+                return "timeout"
+            if self.ctx.breaker.auth_rejected_since is not None:
+                log.error("sync.key_rejected", error=self.ctx.breaker.state.last_error)
+                return "key"
             left = self.ctx.ledger.outstanding()
             total = max(total, left)
             if progress:
                 progress(total - left, total)
+            if time.monotonic() - last_beat >= 1.0:
+                last_beat = time.monotonic()
+                self._heartbeat({"done": total - left, "total": total})
+                self._publish()
             if left == 0 and self.busy == 0 and not len(self.scan_requests):
-                return
-            self._probe_key()
+                return None
             self.stopping.wait(0.1)
+        return "signal"
+
+
+def _iso(epoch: float) -> str:
+    """Times in the log are read by people: ISO 8601 UTC, never a raw epoch."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -8,6 +8,7 @@ unmounted (wait: a guess never deletes). 404 means the goal is reached.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import structlog
@@ -49,8 +50,9 @@ class DeleteWorkflow:
         log.info(
             "delete.done",
             folder=job.folder,
+            path=job.relpath,
             asset_id=asset["asset_id"],
-            tags=asset["tags"],
+            tags=json.loads(asset["tags"]),
             duration=round(ctx.clock() - started, 3),
         )
 

@@ -218,7 +218,9 @@ class Ledger(Admin):
                 )
                 queued = True
             if old and old != key:
-                self._release(conn, job.folder, old, hold=bool(job.detail.get("hold")))
+                self._release(
+                    conn, job.folder, old, hold=bool(job.detail.get("hold")), relpath=job.relpath
+                )
         return Linked(key, queued, asset["asset_id"])
 
     def _adopt_indexed(self, conn: Conn, key: str) -> str | None:
@@ -319,7 +321,7 @@ class Ledger(Admin):
                 old = self._upsert_file(conn, job, stat, sha256=sha256, key=None, problem=reason)
             self.store.move(conn, job, S.FAILED, reason=reason)
             if old:
-                self._release(conn, job.folder, old)
+                self._release(conn, job.folder, old, relpath=job.relpath)
 
     def file_set_aside(self, job: Job, stat: FileStat, reason: str) -> None:
         """A file syncd leaves alone by design (camera raw): remembered, not a failure."""
@@ -342,7 +344,13 @@ class Ledger(Admin):
             )
             self.store.move(conn, job, S.DONE, reason="gone")
             if row and row["asset_key"]:
-                self._release(conn, job.folder, row["asset_key"], hold=bool(job.detail.get("hold")))
+                self._release(
+                    conn,
+                    job.folder,
+                    row["asset_key"],
+                    hold=bool(job.detail.get("hold")),
+                    relpath=job.relpath,
+                )
         return row is not None
 
     def file_forget(self, job: Job, reason: str) -> None:
@@ -387,8 +395,14 @@ class Ledger(Admin):
             [key, str(kind), *(str(s) for s in states)],
         )
 
-    def _release(self, conn: Conn, folder: str, key: str, *, hold: bool = False) -> None:
-        """No tracked file uses ``key`` any more: cancel its upload or schedule its delete."""
+    def _release(
+        self, conn: Conn, folder: str, key: str, *, hold: bool = False, relpath: str | None = None
+    ) -> None:
+        """No tracked file uses ``key`` any more: cancel its upload or schedule its delete.
+
+        ``relpath`` is the file that let it go: the delete job keeps it, so the log, ``held``
+        and ``explain`` can name the file a deletion is for.
+        """
         if self._refcount(conn, key):
             return
         asset = conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
@@ -411,9 +425,11 @@ class Ledger(Admin):
             return
         if self._asset_jobs(conn, JobKind.DELETE, key, (S.WAITING, S.HELD, S.DELETING)):
             return
-        self._schedule_delete(conn, policy, key, hold=hold)
+        self._schedule_delete(conn, policy, key, hold=hold, relpath=relpath)
 
-    def _schedule_delete(self, conn: Conn, policy: FolderConfig, key: str, *, hold: bool) -> None:
+    def _schedule_delete(
+        self, conn: Conn, policy: FolderConfig, key: str, *, hold: bool, relpath: str | None
+    ) -> None:
         waiting, held = conn.execute(
             "SELECT sum(state = 'waiting'), sum(state = 'held') FROM jobs"
             " WHERE kind = 'delete' AND folder = ? AND state IN ('waiting', 'held')",
@@ -430,13 +446,20 @@ class Ledger(Admin):
                 ):
                     self.store.move(conn, job, S.HELD, reason=reason)
             self.store.new_job(
-                conn, JobKind.DELETE, policy.key, asset_key=key, state=S.HELD, reason=reason
+                conn,
+                JobKind.DELETE,
+                policy.key,
+                relpath=relpath,
+                asset_key=key,
+                state=S.HELD,
+                reason=reason,
             )
             return
         self.store.new_job(
             conn,
             JobKind.DELETE,
             policy.key,
+            relpath=relpath,
             asset_key=key,
             not_before=self.store.clock() + policy.delete_grace_seconds,
         )
@@ -550,6 +573,21 @@ class Ledger(Admin):
                 "UPDATE jobs SET not_before = ? WHERE state IN ('pending', 'waiting')"
                 " AND substr(reason, 1, ?) = ?",
                 (self.store.clock(), len(KEY_PAUSE), KEY_PAUSE),
+            )
+        return cur.rowcount
+
+    def resume_after_outage(self) -> int:
+        """The API answers again: jobs waiting out a backoff for an outage are due now.
+
+        Their backoff grew with every failed attempt during the outage; without this the
+        queue would stay idle for minutes after the API came back.
+        """
+        with self.store.write() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET not_before = ? WHERE kind IN ('upload', 'delete')"
+                " AND state IN ('pending', 'waiting') AND not_before > ?"
+                " AND (reason LIKE 'TransientError:%' OR reason LIKE 'OutcomeUnknown:%')",
+                (self.store.clock(), self.store.clock()),
             )
         return cur.rowcount
 

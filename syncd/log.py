@@ -12,6 +12,7 @@ rendered without local variables, since a local may hold the key.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -226,6 +227,7 @@ def configure(
     _install_handler(form, stream, logging.getLevelNamesMapping()[level.upper()])
     structlog.configure(
         processors=[
+            _tell_observers,
             structlog.stdlib.filter_by_level,
             *_shared_processors(),
             structlog.processors.StackInfoRenderer(),
@@ -261,6 +263,47 @@ def _install_handler(form: str, stream: TextIO | None, level: int) -> None:
     _state["handler"] = handler
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
+#: Callables told of every event (its name and fields), whatever the log level: the
+#: metrics and the notify command learn what happened from the same events people read.
+#: They hear events once :func:`configure` has run (every command does it first).
+Observer = Callable[[str, Mapping[str, Any]], None]
+_observers: list[Observer] = []
+
+
+def observe(observer: Observer) -> Callable[[], None]:
+    """Tell ``observer`` of every event from now on; returns the way to stop."""
+    _observers.append(observer)
+    return lambda: _observers.remove(observer) if observer in _observers else None
+
+
+def _tell_observers(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """First in the chain, before the level filter; an observer's error is never the log's."""
+    name = str(event_dict.get("event", ""))
+    for observer in tuple(_observers):
+        with contextlib.suppress(Exception):  # a broken observer must not silence the log
+            observer(name, event_dict)
+    return event_dict
+
+
+def raise_console_level(level: str) -> int:
+    """Make our handler at least this quiet; returns its level before, to restore later.
+
+    ``syncd sync`` on a terminal keeps info lines off the screen while its progress bar
+    runs (warnings still show): hundreds of upload lines would push the bar away.
+    """
+    handler = _state.get("handler")
+    if handler is None:
+        return logging.NOTSET
+    before = handler.level
+    handler.setLevel(max(before, logging.getLevelNamesMapping()[level.upper()]))
+    return before
+
+
+def set_console_level(level: int) -> None:
+    if (handler := _state.get("handler")) is not None:
+        handler.setLevel(level)
 
 
 def reset() -> None:

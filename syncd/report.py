@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from syncd import beacon
 from syncd.config import Config, FolderConfig
 from syncd.departures import Departures
 from syncd.ledger import Ledger
@@ -66,7 +67,8 @@ def gather(
     rejected = _epoch(store.get_meta("auth_rejected_since"))
     return {
         "state_path": str(store.path),
-        "daemon": _daemon(store.get_meta("heartbeat"), now, stale_after),
+        "daemon": holder(store, now=now, stale_after=stale_after),
+        "api": _api(beacon.read(store, beacon.OUTAGE), now),
         "jobs": {
             str(kind): {str(s): counts.get(str(kind), {}).get(str(s), 0) for s in live_states(kind)}
             for kind in JobKind
@@ -111,6 +113,13 @@ def live_states(kind: JobKind) -> list[JobState]:
 # --- the parts ---------------------------------------------------------------------------
 
 
+def holder(store: Store, *, now: float, stale_after: float) -> dict[str, Any]:
+    """The process holding the database, if one runs: running, pid, role, progress."""
+    return _daemon(store.get_meta("heartbeat"), now, stale_after) | _holder(
+        beacon.read(store, beacon.HOLDER)
+    )
+
+
 def _daemon(heartbeat: str | None, now: float, stale_after: float) -> dict[str, Any]:
     beat, pid = _parse_heartbeat(heartbeat)
     age = None if beat is None else round(max(0.0, now - beat), 1)
@@ -121,6 +130,29 @@ def _daemon(heartbeat: str | None, now: float, stale_after: float) -> dict[str, 
         "last_heartbeat": _iso(beat),
         "heartbeat_age_seconds": age,
         "process_alive": alive,
+    }
+
+
+def _holder(holder: dict[str, Any] | None) -> dict[str, Any]:
+    """Which command holds the database (``run`` or ``sync``), since when, how far along."""
+    holder = holder or {}
+    return {
+        "role": holder.get("role"),
+        "started": _iso(holder.get("started")),
+        "progress": holder.get("progress"),
+    }
+
+
+def _api(outage: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    """The breaker as the holding process last published it."""
+    if outage is None:
+        return {"reachable": True, "unreachable_since": None, "next_probe_in_seconds": None,
+                "last_error": None}  # fmt: skip
+    return {
+        "reachable": False,
+        "unreachable_since": _iso(outage.get("since")),
+        "next_probe_in_seconds": round(max(0.0, float(outage.get("next_probe", now)) - now), 1),
+        "last_error": outage.get("last_error"),
     }
 
 
@@ -247,6 +279,7 @@ def render(status: Status, console: Console, *, now: float) -> None:
     facts = Table.grid(padding=(0, 2))
     facts.add_row("daemon", _daemon_text(status["daemon"], now))
     facts.add_row("API key", _key_text(status["api_key"], now))
+    facts.add_row("API", _api_text(status["api"], status["daemon"]))
     facts.add_row("last upload", _when(status["last_upload"], now) or "never")
     facts.add_row(
         "library",
@@ -271,10 +304,31 @@ def render(status: Status, console: Console, *, now: float) -> None:
     _render_failures(status["failures"], console)
 
 
+def _api_text(api: dict[str, Any], daemon: dict[str, Any]) -> str:
+    if api["reachable"] or not daemon["running"]:
+        return "reachable (as far as the daemon last knew)"
+    since = _clock(api["unreachable_since"])
+    return escape(
+        f"unreachable since {since}, next probe in {api['next_probe_in_seconds']:.0f} s, "
+        f"last error: {api['last_error'] or '?'}"
+    )
+
+
+def _clock(iso: str | None) -> str:
+    """HH:MM:SS in local time."""
+    if iso is None:
+        return "?"
+    moment = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return moment.astimezone().strftime("%H:%M:%S")
+
+
 def _daemon_text(daemon: dict[str, Any], now: float) -> str:
     seen = _when(daemon["last_heartbeat"], now)
     if daemon["running"]:
-        return f"[green]running[/] (pid {daemon['pid']}, heartbeat {seen})"
+        who = f"`syncd {daemon['role']}`" if daemon.get("role") else "running"
+        progress = daemon.get("progress")
+        done = f", {progress['done']}/{progress['total']} jobs done" if progress else ""
+        return f"[green]{who}[/] (pid {daemon['pid']}{done}, heartbeat {seen})"
     if daemon["process_alive"]:
         return (
             f"[red]not answering[/] (pid {daemon['pid']} is alive, last heartbeat {seen}):"

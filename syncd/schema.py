@@ -157,6 +157,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # why the folder is watched as it is (polling = "auto" decides by filesystem type)
         "ALTER TABLE folders ADD COLUMN watch_reason TEXT",
     ),
+    # 9: requests an operator leaves for the running daemon (``syncd rescan``): the
+    #    command writes a row, the daemon takes and deletes it; nobody else scans.
+    (
+        """CREATE TABLE IF NOT EXISTS requests (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            folder TEXT,
+            at REAL NOT NULL
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -199,6 +199,36 @@ class Rules:
             return True
         return self._include is not None and not self._include.match(norm_name, norm_path)
 
+    def why_ignored(self, relpath: str) -> str | None:
+        """Which rule ignores this file, in words (for ``syncd explain``), or None.
+
+        Says the same as :meth:`ignores_file`, rule by rule; a test holds the two together.
+        """
+        head, _, name = relpath.rpartition("/")
+        parts = head.split("/") if head else []
+        for depth in range(len(parts)):
+            folder = "/".join(parts[: depth + 1])
+            if self._dir_name_ignored(parts[depth], folder):
+                return f"inside the ignored folder {folder!r}: {self._dir_reason(parts[depth])}"
+        norm_name, norm_path = _norm(name), _norm(relpath)
+        if not norm_name or norm_name.startswith("."):
+            return "hidden name (starts with '.')"
+        if _Globs.compile(BUILTIN_FILE_GLOBS).match(norm_name, norm_path):
+            return "temporary or system file name (built-in ignore list)"
+        if self._exclude_files.match(norm_name, norm_path):
+            return f"matches an exclude glob of the folder ({', '.join(self.exclude)})"
+        if self._include is not None and not self._include.match(norm_name, norm_path):
+            return f"matches no include glob of the folder ({', '.join(self.include)})"
+        return None
+
+    def _dir_reason(self, name: str) -> str:
+        norm = _norm(name)
+        if not norm or norm.startswith("."):
+            return "hidden folder"
+        if _Globs.compile(BUILTIN_DIR_GLOBS).match(norm, norm):
+            return "system or NAS folder (built-in ignore list)"
+        return f"an exclude glob ({', '.join(self.exclude)})"
+
     def ignores_dir(self, relpath: str, *, parents_checked: bool = False) -> bool:
         """Whether the folder at ``relpath`` (or one above it) is never scanned nor watched."""
         if not relpath:

@@ -13,11 +13,19 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
 import structlog
 
 from syncd.context import Context
-from syncd.errors import StaleAttempt, StoreError
+from syncd.errors import (
+    ApiError,
+    AuthError,
+    OutcomeUnknown,
+    StaleAttempt,
+    StoreError,
+    TransientError,
+)
 from syncd.model import Job, JobKind, Workflow
 
 log = structlog.get_logger(__name__)
@@ -113,7 +121,10 @@ class Workers:
                 self.wait(0.2)
                 continue
             if api and not breaker.allow(self.clock()):
-                self.wait(min(1.0, max(0.05, breaker.wait_hint(self.clock()))))
+                if breaker.take_probe(self.clock()):
+                    self.probe()
+                else:
+                    self.wait(min(1.0, max(0.05, breaker.wait_hint(self.clock()))))
                 continue
             self._lane(kinds)
             with self.wake:
@@ -128,6 +139,38 @@ class Workers:
                 self.wait(self._idle_wait(kinds), kinds, seen)
                 continue
             self.run(job)
+
+    def probe(self) -> None:
+        """The one probe of an open circuit: a cheap request, never a job's upload.
+
+        When the API answers, the circuit closes and every job that was waiting out an
+        outage backoff is due at once, so work resumes within a probe interval.
+        """
+        ctx = self.ctx
+        try:
+            ctx.client.check_auth()
+        except AuthError as exc:
+            since = ctx.breaker.success()
+            ctx.breaker.auth_rejected(self.clock(), str(exc))
+            log.info("api.reachable", down_since=_iso(since), key="rejected")
+            return
+        except (TransientError, OutcomeUnknown) as exc:
+            ctx.breaker.probe_failed(self.clock(), str(exc), getattr(exc, "retry_after", None))
+            log.debug("api.probe_failed", error=str(exc))
+            return
+        except ApiError as exc:  # an answer of any other kind: the API is there again
+            log.debug("api.probe_answered", error=type(exc).__name__)
+        except BaseException:
+            ctx.breaker.probe_failed(self.clock(), "the probe itself failed")
+            raise
+        since = ctx.breaker.success()
+        try:
+            resumed = ctx.ledger.resume_after_outage()
+        except StoreError as exc:
+            log.warning("api.resume_failed", error=str(exc))
+            resumed = 0
+        log.info("api.reachable", down_since=_iso(since), resumed=resumed)
+        self.notify_all()
 
     def run(self, job: Job) -> None:
         with self._busy_lock:
@@ -174,3 +217,7 @@ class Workers:
         if due is None:
             return 1.0
         return min(1.0, max(0.01, due - self.clock()))
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()

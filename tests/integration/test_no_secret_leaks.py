@@ -86,7 +86,7 @@ def test_daemon_and_commands_never_print_the_key(
     assert rejected.returncode == 1 and "not accepted" in rejected.stdout
     console_conf = write_config(tmp_path, emulator.base_url, hot, fmt="console",
                                 name="console.toml", state="other.db")  # fmt: skip
-    assert cli("sync", "-c", console_conf, "--max-wait", "1").returncode == 1
+    assert cli("sync", "-c", console_conf, "--max-wait", "1").returncode == 2  # key rejected
     cli("status", "-c", conf)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0

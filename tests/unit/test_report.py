@@ -70,7 +70,7 @@ def test_a_missing_or_malformed_heartbeat_means_no_daemon(store: Store, value: s
     store.set_meta("heartbeat", value)
     assert status_of(store)["daemon"] == {
         "running": False, "pid": None, "last_heartbeat": None, "heartbeat_age_seconds": None,
-        "process_alive": False,
+        "process_alive": False, "role": None, "started": None, "progress": None,
     }  # fmt: skip
 
 
