@@ -44,6 +44,7 @@ class State:
         self._lock = threading.Lock()
         self._api_key = api_key
         self._requests: Counter[str] = Counter()
+        self._tag_lookups = 0
 
     def set_api_key(self, api_key: str) -> None:
         with self._lock:
@@ -64,9 +65,19 @@ class State:
         with self._lock:
             return dict(self._requests)
 
+    def count_tag_lookup(self) -> None:
+        """A listing filtered by a tag: how a client asks whether an asset exists."""
+        with self._lock:
+            self._tag_lookups += 1
+
+    def tag_lookups(self) -> int:
+        with self._lock:
+            return self._tag_lookups
+
     def reset_counts(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._tag_lookups = 0
         self.faults.reset_counts()
 
 
@@ -110,6 +121,8 @@ def list_assets(state: State, req: Request) -> Reply:
     if status is not None and status not in STATUSES:
         raise bad_request(f"status must be one of {', '.join(STATUSES)}")
     tags = [tag for value in req.query.get("tags", []) for tag in value.split(",") if tag]
+    if tags:
+        state.count_tag_lookup()
     records, total = state.library.page(limit=limit, offset=offset, status=status, tags=tags)
     other_client_churn(state)
     return Reply(
@@ -185,6 +198,7 @@ def inspect_state(state: State, req: Request) -> Reply:
         {
             "assets": assets,
             "requests": state.requests(),
+            "tag_lookups": state.tag_lookups(),
             "faults": state.faults.counts(),
             "fault_settings": state.faults.faults.to_json(),
             "processing_seconds": state.library.processing_seconds,

@@ -137,6 +137,10 @@ class EmulatorServer:
     def stats(self) -> dict[str, dict[str, int]]:
         return {"requests": self._state.requests(), "faults": self._state.faults.counts()}
 
+    def tag_lookups(self) -> int:
+        """Listings filtered by a tag: the lookups a client makes before it sends."""
+        return self._state.tag_lookups()
+
     def reset(self) -> None:
         """Forget every asset and every count; the settings stay."""
         self._library.reset()
