@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+import collections
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from syncd.emulator import EmulatorServer
 from tests.running import Launcher
+from tests.support import FAULT_ROW
+
+_ROWS: list[dict[str, Any]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Gather the fault suite's rows as reports arrive (from this process or a worker)."""
+    if report.when == "call":
+        _ROWS.extend(value for name, value in report.user_properties if name == FAULT_ROW)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault suite's table: faults injected, requests, duplicates and losses per case."""
+    if not _ROWS:
+        return
+    tr = terminalreporter
+    tr.section("fault suite")
+    tr.write_line(f"{'case':<58} {'faults':>6} {'requests':>8} {'dups':>5} {'losses':>6}")
+    for row in sorted(_ROWS, key=lambda row: row["case"]):
+        tr.write_line(
+            f"{row['case'][:58]:<58} {row['faults']:>6} {row['requests']:>8} "
+            f"{row['duplicates']:>5} {row['losses']:>6}  {row['note']}"
+        )
+    total: collections.Counter[str] = collections.Counter()
+    for row in _ROWS:
+        total.update({k: row[k] for k in ("faults", "requests", "duplicates", "losses")})
+    tr.write_line(
+        f"{f'{len(_ROWS)} cases':<58} {total['faults']:>6} {total['requests']:>8} "
+        f"{total['duplicates']:>5} {total['losses']:>6}"
+    )
 
 
 @pytest.fixture

@@ -14,6 +14,10 @@ from PIL import Image
 T = TypeVar("T")
 
 
+#: The user property under which a fault-suite test carries its row of the figures table.
+FAULT_ROW = "fault_row"
+
+
 def image_bytes(seed: int, fmt: str = "JPEG", size: tuple[int, int] = (64, 48)) -> bytes:
     """A small, valid image whose bytes differ for every seed."""
     rng = random.Random(seed)

@@ -24,7 +24,7 @@ import pytest
 
 from syncd.emulator import OTHER_CLIENT_TAG, EmulatorServer
 from tests.running import Running
-from tests.support import config_text, wait_until, write_image
+from tests.support import FAULT_ROW, config_text, wait_until, write_image
 
 POSTS = "POST /v1/training-asset"
 DELETES = "DELETE /v1/assets/{id}"
@@ -32,27 +32,31 @@ DELETES = "DELETE /v1/assets/{id}"
 #: What the library holds for one image: its content hash and its folder tags.
 Pair = tuple[str, tuple[str, ...]]
 
-ROWS: list[dict[str, Any]] = []
-
 
 @dataclass
 class FaultReport:
     case: str
+    node: pytest.Item
 
     def record(
         self, emulator: EmulatorServer, *, duplicates: int, losses: int, note: str = ""
     ) -> None:
         """Add this case's figures to the table printed at the end of the run."""
         stats = emulator.stats()
-        ROWS.append(
-            {
-                "case": self.case,
-                "faults": sum(stats["faults"].values()),
-                "requests": sum(stats["requests"].values()),
-                "duplicates": duplicates,
-                "losses": losses,
-                "note": note,
-            }
+        # Carried on the test's report, so the table is whole under pytest-xdist too
+        # (``tests/conftest.py`` collects and prints it).
+        self.node.user_properties.append(
+            (
+                FAULT_ROW,
+                {
+                    "case": self.case,
+                    "faults": sum(stats["faults"].values()),
+                    "requests": sum(stats["requests"].values()),
+                    "duplicates": duplicates,
+                    "losses": losses,
+                    "note": note,
+                },
+            )
         )
 
     def check(self, emulator: EmulatorServer, want: set[Pair], note: str) -> None:
@@ -66,27 +70,8 @@ class FaultReport:
 
 @pytest.fixture
 def fault_report(request: pytest.FixtureRequest) -> FaultReport:
-    return FaultReport(request.node.name)
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not ROWS:
-        return
-    tr = terminalreporter
-    tr.section("fault suite")
-    tr.write_line(f"{'case':<58} {'faults':>6} {'requests':>8} {'dups':>5} {'losses':>6}")
-    for row in ROWS:
-        tr.write_line(
-            f"{row['case'][:58]:<58} {row['faults']:>6} {row['requests']:>8} "
-            f"{row['duplicates']:>5} {row['losses']:>6}  {row['note']}"
-        )
-    total = collections.Counter()
-    for row in ROWS:
-        total.update({k: row[k] for k in ("faults", "requests", "duplicates", "losses")})
-    tr.write_line(
-        f"{f'{len(ROWS)} cases':<58} {total['faults']:>6} {total['requests']:>8} "
-        f"{total['duplicates']:>5} {total['losses']:>6}"
-    )
+    assert isinstance(request.node, pytest.Item)
+    return FaultReport(request.node.name, request.node)
 
 
 # --- what the library must hold ---------------------------------------------------------

@@ -8,6 +8,7 @@ uploaded, and the photographer's own images still are.
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import hashlib
 import json
@@ -16,6 +17,7 @@ import pwd
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,7 +45,16 @@ class Users:
 
 
 def _ensure_users() -> Users:
-    """The test's group and two users, made once with the system's own tools."""
+    """The test's group and two users, made once with the system's own tools.
+
+    Under a lock: test processes running side by side (pytest-xdist) make them once.
+    """
+    with open(Path(tempfile.gettempdir()) / "syncdtest-users.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _make_users()
+
+
+def _make_users() -> Users:
     try:
         grp.getgrnam(GROUP)
     except KeyError:
