@@ -46,6 +46,11 @@ class Admin:
         rows = self.store.query("SELECT * FROM assets WHERE key = ?", (key,))
         return rows[0] if rows else None
 
+    def records(self, asset_id: str) -> bool:
+        """Whether any asset of the store (under any key) is this library asset."""
+        found = self.store.query("SELECT 1 FROM assets WHERE asset_id = ? LIMIT 1", (asset_id,))
+        return bool(found)
+
     def refcount(self, key: str) -> int:
         return self._refcount(self.store.conn(), key)
 

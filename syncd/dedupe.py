@@ -5,7 +5,7 @@ no sooner than the late-answer wait (``plan.LateAnswers``). A server slower even
 that stores the first POST after the re-send: two copies of one (content, tags). So an
 upload that had such a POST leaves a ``dedupe`` job, due one late-answer wait after it
 finished; it lists the library by the identity tag (one filtered GET, as a rule) and
-removes every copy but the one the state database records.
+removes every copy of the same tags and name but the one the state database records.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class DedupeWorkflow:
             copies = [
                 (remote.created_at, remote.asset_id)
                 for remote in ctx.client.iter_assets(tag=identity)
-                if set(remote.tags) == want
+                if set(remote.tags) == want and remote.name == asset["name"]
             ]
             removed = 0
             if len(copies) > 1 and kept in {asset_id for _created, asset_id in copies}:

@@ -15,6 +15,14 @@ from typing import Any
 from syncd.config import FolderConfig
 from syncd.store import Row, Store
 
+#: What a departure did, in words, by (action, state).
+SAID = {
+    ("archive", "done"): "archived",
+    ("remove", "done"): "removed",
+    ("archive", "moving"): "on its way to the archive",
+    ("remove", "moving"): "being removed",
+}
+
 #: Remote states in which a file may leave, per ``after_upload_when``.
 LEAVE_WHEN = {"ready": ("ready",), "sent": ("processing", "indexed", "ready")}
 
@@ -127,3 +135,12 @@ class Departures:
         )
         row = rows[0] if rows else {}
         return {name: int(row.get(name) or 0) for name in ("archived", "removed", "moving")}
+
+
+def last_departure(store: Store, folder: str, relpath: str) -> Row | None:
+    """The newest departure of a path (``syncd explain``): where it went, and when."""
+    rows = store.query(
+        "SELECT * FROM departures WHERE folder = ? AND relpath = ? ORDER BY id DESC LIMIT 1",
+        (folder, relpath),
+    )
+    return rows[0] if rows else None

@@ -17,6 +17,7 @@ from typing import Any
 
 from syncd import beacon
 from syncd.config import Config, FolderConfig
+from syncd.departures import SAID, last_departure
 from syncd.store import Store
 from syncd.tags import Rules, asset_name, folder_tags
 
@@ -54,7 +55,10 @@ def explain(config: Config, store: Store, text: str, *, now: float) -> dict[str,
     out["tracked"] = row is not None
     out["sha256"] = row["sha256"] if row else None
     out["problem"] = row["problem"] if row else None
-    key = row["asset_key"] if row else _last_asset(store, folder.key, relpath)
+    departure = last_departure(store, folder.key, relpath)
+    out["departure"] = _departure(departure)
+    key = row["asset_key"] if row else None
+    key = key or (departure["asset_key"] if departure else _last_asset(store, folder.key, relpath))
     asset = _one(store, "SELECT * FROM assets WHERE key = ?", key) if key else None
     out["asset"] = _asset(asset)
     out["jobs"] = _history(store, folder.key, relpath, key)
@@ -81,6 +85,37 @@ def _last_asset(store: Store, folder: str, relpath: str) -> str | None:
         relpath,
     )
     return row["asset_key"] if row else None
+
+
+def _departure(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where the file went after its upload (``after_upload``), and when."""
+    if row is None:
+        return None
+    return {
+        "action": row["action"],
+        "state": row["state"],
+        "to": row["dest"] if row["action"] == "archive" else None,
+        "began": iso(row["created_at"]),
+        "at": iso(row["done_at"]),
+        "reason": row["reason"],
+    }
+
+
+def _left(out: dict[str, Any]) -> str | None:
+    """The verdict for a file that left the hot folder after its upload; None otherwise."""
+    left = out["departure"]
+    if left is None or out["tracked"]:
+        return None
+    asset = (out["asset"] or {}).get("asset_id")
+    stays = f"; its asset {asset} stays in the library" if asset else ""
+    said = SAID.get((left["action"], left["state"]))
+    if said is None:  # cancelled: changed, or gone, before it could leave
+        return None if out["exists"] else f"gone before it could leave: {left['reason']}{stays}"
+    to = f" to {left['to']}" if left["to"] else ""
+    if left["state"] == "moving":
+        why = f" (last try: {left['reason']})" if left["reason"] else ""
+        return f"{said}{to} since {left['began']}{why}{stays}"
+    return f"{said}{to} at {left['at']} (after_upload = {left['action']}){stays}"
 
 
 def _link_outside(path: Path, root: Path) -> bool:
@@ -158,6 +193,7 @@ def _waiting(out: dict[str, Any], now: float) -> str | None:
 def _verdict(out: dict[str, Any]) -> str:
     asset = out["asset"] or {}
     gone = not out["exists"] and asset.get("asset_id")
+    left = _left(out)
     rules = (
         (out["ignored"], f"ignored: {out['ignored']}"),
         (
@@ -165,6 +201,7 @@ def _verdict(out: dict[str, Any]) -> str:
             "not uploaded: a symlink to a file outside the hot folder is never followed",
         ),
         (out["problem"], f"cannot be uploaded: {out['problem']}"),
+        (left, left or ""),
         (
             gone and out["waiting_for"],
             f"gone from the folder; its asset {asset.get('asset_id')} is still in the library,"
@@ -206,6 +243,12 @@ def render(out: dict[str, Any]) -> Iterator[str]:
             f"  asset:    {asset['asset_id'] or '(not uploaded)'}"
             f" remote status {asset['remote_status'] or '?'},"
             f" uploaded {asset['uploaded_at'] or '-'}"
+        )
+    if left := out["departure"]:
+        yield (
+            f"  left:     {left['action']} {left['state']}"
+            f"{' to ' + left['to'] if left['to'] else ''}, {left['at'] or left['began']}"
+            f"{': ' + left['reason'] if left['reason'] else ''}"
         )
     if out["waiting_for"]:
         yield f"  waiting:  {out['waiting_for']}"

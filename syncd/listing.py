@@ -108,21 +108,31 @@ class _Pass:
 def remove_duplicates(
     ledger: Ledger, client: AssetsClient, copies: Iterable[tuple[str, str]], keep: str | None
 ) -> int:
-    """Delete all but one of syncd's own copies of one (content, tags); how many went.
+    """Delete all but one of syncd's own copies of one (content, tags, name); how many went.
 
-    ``copies`` are (created_at, asset_id) of assets that carry the same identity tag and
-    the same folder tags, so they are syncd's own and interchangeable. The one the state
-    database records is kept (``keep``), else the oldest. A copy already gone counts.
+    ``copies`` are (created_at, asset_id) of assets that carry the same identity tag, the
+    same folder tags and the same name, so they are syncd's own and interchangeable (a
+    re-send uses the asset's recorded name; two names are two assets in a ``names =
+    "follow"`` folder). The one the state database records is kept (``keep``, else any it
+    records), else the oldest. A copy already gone counts.
     """
     ids = [asset_id for _created, asset_id in sorted(copies)]
-    kept = keep if keep in ids else ids[0]
+    kept = keep if keep in ids else next((i for i in ids if ledger.records(i)), ids[0])
     return remove_copies(ledger, client, [(i, kept) for i in ids if i != kept])
 
 
 def remove_copies(ledger: Ledger, client: AssetsClient, pairs: Iterable[tuple[str, str]]) -> int:
-    """Delete each (copy, kept) pair's copy, log it and count it; a copy already gone counts."""
+    """Delete each (copy, kept) pair's copy, log it and count it; a copy already gone counts.
+
+    A copy the state database records, under whatever key, is an asset of its own and is
+    never deleted as a duplicate.
+    """
     removed = 0
     for asset_id, kept in pairs:
+        if ledger.records(asset_id):
+            log.info("library.duplicate_kept", asset_id=asset_id, kept=kept,
+                     reason="the state database records it")  # fmt: skip
+            continue
         with contextlib.suppress(NotFound):
             client.delete(asset_id)
         removed += 1

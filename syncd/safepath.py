@@ -174,6 +174,18 @@ class Root:
             os.close(parent)
         return self._follow(relpath, parts[:-1], target, flags)
 
+    def open_parent(self, relpath: str) -> tuple[int, str]:
+        """A descriptor on the folder holding ``relpath``, and the name it has there.
+
+        What acts on a hot-folder file by name (stat, link, unlink) does it relative to
+        this descriptor, so no folder on the way can be a symlink: one that is, or that
+        is not a folder, raises ``NotADirectoryError``; a missing one ``FileNotFoundError``.
+        """
+        parts = _parts(relpath)
+        if not parts:
+            raise IsADirectoryError(errno.EISDIR, "the folder's root", relpath)
+        return self._parent(relpath, parts), parts[-1]
+
     def _parent(self, relpath: str, parts: list[str]) -> int:
         """The folder holding the last component; one that is a link or a file is not there."""
         try:
@@ -268,19 +280,20 @@ class Root:
         with os.scandir(dir_fd) as entries:
             yield entries
 
+    def lstat(self, relpath: str) -> os.stat_result:
+        """``relpath``'s own stat (a final link is not followed), looked up beneath the root."""
+        parent, name = self.open_parent(relpath)
+        try:
+            return os.stat(name, dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
+
     def lexists(self, relpath: str) -> bool:
         """Whether a name exists at ``relpath`` (a link counts), looked up without following."""
         try:
-            parts = _parts(relpath)
-            parent = self.open_dir("/".join(parts[:-1])) if len(parts) > 1 else os.dup(self.fd)
+            self.lstat(relpath)
         except OSError:
             return False
-        try:
-            os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-        except OSError:
-            return False
-        finally:
-            os.close(parent)
         return True
 
 

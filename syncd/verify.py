@@ -81,20 +81,21 @@ def short_key(key: str) -> str:
 def verify(ledger: Ledger, client: AssetsClient, *, repair: bool = False) -> Verification:
     """Read the whole library and the store's uploaded assets once each; compare.
 
-    With ``repair``: missing assets are uploaded again, and of syncd's own duplicates the
-    one the store records (else the oldest) is kept and the others deleted.
+    With ``repair``: missing assets are uploaded again, and of syncd's own duplicates (the
+    same content, tags and name) the one the store records (else the oldest) is kept and
+    the others deleted; an asset the store records is never deleted.
     """
     result = Verification()
-    remote: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    remote: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
     for asset in read_library(client):
         result.checked_remote += 1
         key = remote_key(asset)
         if key is not None:
-            remote[key].append((asset.created_at, asset.asset_id))
+            remote[key].append((asset.created_at, asset.asset_id, asset.name))
     local = {short_key(row["key"]): row for row in ledger.uploaded_assets()}
     result.checked_local = len(local)
     for key, row in local.items():
-        ids = [asset_id for _created, asset_id in remote.get(key, [])]
+        ids = [asset_id for _created, asset_id, _name in remote.get(key, [])]
         if row["asset_id"] in ids or not _gone(client, row["asset_id"]):
             continue
         result.missing.append(row["asset_id"])
@@ -106,15 +107,26 @@ def verify(ledger: Ledger, client: AssetsClient, *, repair: bool = False) -> Ver
         elif repair and ledger.refcount(row["key"]):
             ledger.reupload(row["key"])
             result.requeued += 1
-    for key, copies in remote.items():
-        if len(copies) > 1:
-            result.duplicates[key] = [asset_id for _created, asset_id in sorted(copies)]
+    for key, found in remote.items():
+        keep = local[key]["asset_id"] if key in local else None
+        for copies in _by_name(found):
+            result.duplicates.setdefault(key, []).extend(i for _created, i in copies)
             if repair:
-                keep = local[key]["asset_id"] if key in local else None
                 result.removed += remove_duplicates(ledger, client, copies, keep)
         if key not in local:
-            result.unknown.extend(asset_id for _created, asset_id in copies)
+            result.unknown.extend(asset_id for _created, asset_id, _name in found)
     return result
+
+
+def _by_name(found: list[tuple[str, str, str]]) -> Iterator[list[tuple[str, str]]]:
+    """Groups of two or more (created_at, asset_id) of one name: syncd's own duplicates.
+
+    Two names are two assets (a ``names = "follow"`` folder may hold both on purpose).
+    """
+    by_name: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for created, asset_id, name in sorted(found):
+        by_name[name].append((created, asset_id))
+    yield from (copies for copies in by_name.values() if len(copies) > 1)
 
 
 def _gone(client: AssetsClient, asset_id: str) -> bool:
@@ -138,23 +150,56 @@ def index_library(
 ) -> int:
     """Record every asset of the library that carries an identity tag; streamed, batched.
 
-    Second copies of one (content, tags) are removed once the read is over (deleting
-    during it would move the pages under the reader). When the library held any of
-    ours, the rebuild's time is kept: a file older than it that found nothing in the
-    index asks the library by its identity tag before uploading.
+    Second copies of one (content, tags, name) are removed once the read is over
+    (deleting during it would move the pages under the reader). When the library held
+    any of ours, the rebuild's time is kept: a file older than it that found nothing in
+    the index asks the library by its identity tag before uploading.
     """
-    found = _ours(read_library(client, wanted=_is_ours, figures=figures))
+    names: dict[str, str] = {}
+    found = _ours(_named(read_library(client, wanted=_is_ours, figures=figures), names))
     total = 0
-    copies: list[tuple[str, str]] = []
+    pairs: list[tuple[str, str]] = []
     while chunk := list(islice(found, batch)):
-        copies.extend(ledger.remember_remote(chunk))
+        pairs.extend(ledger.remember_remote(chunk))
+        _forget(names, pairs)
         total += len(chunk)
-    remove_copies(ledger, client, copies)
+    copies = [pair for pair in pairs if _same_name(client, names, *pair)]
+    removed = remove_copies(ledger, client, copies)
     now = str(ledger.store.clock())
     if total:
         ledger.store.set_meta("library_rebuilt", now)
     ledger.store.set_meta("library_indexed", now)
-    return total - len(copies)
+    return total - removed
+
+
+def _named(assets: Iterable[RemoteAsset], names: dict[str, str]) -> Iterator[RemoteAsset]:
+    """Pass assets on, noting each one's name until its chunk is indexed."""
+    for asset in assets:
+        names[asset.asset_id] = asset.name
+        yield asset
+
+
+def _forget(names: dict[str, str], pairs: list[tuple[str, str]]) -> None:
+    """Keep only the names of assets met as copies (bounded memory for a big library)."""
+    wanted = {asset_id for pair in pairs for asset_id in pair}
+    for asset_id in [i for i in names if i not in wanted]:
+        del names[asset_id]
+
+
+def _same_name(client: AssetsClient, names: dict[str, str], copy: str, kept: str) -> bool:
+    """Whether a second copy bears the kept one's name (else it is an asset of its own)."""
+    copy_name = _name_of(client, names, copy)
+    return copy_name is not None and copy_name == _name_of(client, names, kept)
+
+
+def _name_of(client: AssetsClient, names: dict[str, str], asset_id: str) -> str | None:
+    """An indexed asset's name: noted while read, else asked for (None: gone meanwhile)."""
+    if asset_id not in names:
+        try:
+            names[asset_id] = client.get(asset_id).name
+        except NotFound:
+            return None
+    return names[asset_id]
 
 
 def _is_ours(asset: RemoteAsset) -> bool:

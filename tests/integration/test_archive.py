@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -12,6 +13,7 @@ import pytest
 
 from syncd import report
 from syncd.emulator import EmulatorServer
+from tests.integration.conftest import Cli
 from tests.integration.test_processing import quick_followup, wait_remote
 from tests.running import Launcher, Running
 from tests.support import wait_until, write_image
@@ -123,3 +125,31 @@ def test_archive_across_filesystems_copies_checks_and_unlinks(
     wait_until(lambda: files_under(hot) == {}, 30, message="the hot folder emptied")
     assert files_under(other_fs) == {"c/d.jpg": data}
     assert len(run.assets()) == 1
+
+
+@pytest.mark.parametrize("action", ["archive", "remove"])
+def test_explain_says_where_a_file_that_left_went_and_when(
+    start_daemon: Launcher, emulator: EmulatorServer, hot: Path, tmp_path: Path, cli: Cli,
+    action: str,
+) -> None:  # fmt: skip
+    """`syncd explain` of an archived (or removed) file: where it went and when; --json too."""
+    archive = tmp_path / "archive"
+    emulator.set_processing(seconds=0.1)
+    run = start_daemon(timers=quick_followup(), extra_folder=archive_options(archive, action))
+    write_image(hot / "shoes" / "a.jpg", 7)
+    wait_until(lambda: files_under(hot) == {}, 30, message="the file left the hot folder")
+    [asset] = run.assets()
+    answer = cli("explain", "-c", run.config_path, "--json", hot / "shoes" / "a.jpg")
+    assert answer.returncode == 0, answer.stderr
+    out = json.loads(answer.stdout)
+    left = out["departure"]
+    assert (left["action"], left["state"], left["reason"]) == (action, "done", None)
+    assert left["to"] == (str(archive / "shoes" / "a.jpg") if action == "archive" else None)
+    assert left["at"] and left["at"].endswith("Z")
+    assert out["asset"]["asset_id"] == asset["asset_id"] and out["exists"] is False
+    said = "archived to " + str(archive / "shoes" / "a.jpg") if action == "archive" else "removed"
+    assert out["verdict"].startswith(f"{said} at {left['at']}")
+    assert asset["asset_id"] in out["verdict"]
+    text = cli("why", "-c", run.config_path, hot / "shoes" / "a.jpg").stdout
+    assert f"verdict:  {said} at {left['at']}" in text
+    assert f"left:     {action} done" in text

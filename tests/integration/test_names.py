@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from syncd.emulator import EmulatorServer, Faults
-from tests.running import Launcher
+from syncd.model import JobKind
+from syncd.verify import verify
+from tests.running import Launcher, Running
 from tests.support import noise_jpeg, wait_until, write_image
 
 
@@ -61,3 +66,71 @@ def test_names_follow_reuploads_under_the_new_name_and_releases_the_old(
     requests = emulator.stats()["requests"]
     assert requests["POST /v1/training-asset"] == 2
     assert requests["DELETE /v1/assets/{id}"] == 1
+
+
+def _dedupe_look(run: Running, key: str) -> None:
+    """A ``dedupe`` job for the asset, due now, as a timed-out upload leaves one; run to done."""
+    store = run.daemon.store
+    assert store is not None
+    with store.write() as conn:
+        job = store.new_job(conn, JobKind.DEDUPE, run.config.folders[0].key, asset_key=key)
+    wait_until(lambda: run.jobs("id = ? AND state = 'done'", (job,)), 20, message="dedupe done")
+
+
+def test_two_names_of_one_image_survive_every_duplicate_healing(
+    start_daemon: Launcher, emulator: EmulatorServer, hot: Path
+) -> None:
+    """names = "follow", one image as a.jpg and b.jpg: two assets; only same-name copies go."""
+    folder = 'names = "follow"\n'
+    run = start_daemon(extra_folder=folder)
+    data = write_image(hot / "a.jpg", 41)
+    (hot / "b.jpg").write_bytes(data)
+    both = {a["name"]: a for a in run.wait_assets(2)}
+    assert set(both) == {"a", "b"}
+    mine = {a["asset_id"] for a in both.values()}
+    assert run.daemon.store is not None
+    keys = {r["name"]: r["key"] for r in run.daemon.store.query("SELECT key, name FROM assets")}
+
+    late = _copy(emulator, data, both["a"])  # a real duplicate of "a"
+    _dedupe_look(run, keys["a"])
+    _dedupe_look(run, keys["b"])
+    assert {a["asset_id"] for a in emulator.assets()} == mine, "dedupe look"
+    assert late not in {a["asset_id"] for a in emulator.assets()}
+
+    late = _copy(emulator, data, both["b"])
+    assert run.daemon.ctx is not None
+    ledger, client = run.daemon.ctx.ledger, run.daemon.ctx.client
+    found = verify(ledger, client)
+    assert [sorted(ids) for ids in found.duplicates.values()] == [
+        sorted([both["b"]["asset_id"], late])
+    ]
+    assert verify(ledger, client, repair=True).removed == 1
+    assert {a["asset_id"] for a in emulator.assets()} == mine, "verify --repair"
+
+    late = _copy(emulator, data, both["a"])
+    run.stop()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{run.config.state.path}{suffix}").unlink(missing_ok=True)
+    posts = emulator.stats()["requests"]["POST /v1/training-asset"]
+    again = start_daemon(extra_folder=folder)
+    wait_until(
+        lambda: {a["asset_id"] for a in emulator.assets()} == mine and again.idle(),
+        20,
+        message="the rebuild kept a and b and removed the late copy of a",
+    )
+    assert emulator.stats()["requests"]["POST /v1/training-asset"] == posts
+    assert again.daemon.store is not None
+    recorded = {r["asset_id"] for r in again.daemon.store.query("SELECT asset_id FROM assets")}
+    assert recorded == mine
+
+
+def _copy(emulator: EmulatorServer, data: bytes, like: dict[str, Any]) -> str:
+    """Another copy of an asset (same bytes, tags and name), as a late POST would leave it."""
+    answer = httpx.post(
+        f"{emulator.base_url}/v1/training-asset",
+        files={"file": (f"{like['name']}.jpg", data, "image/jpeg")},
+        data={"tags[]": like["tags"], "name": like["name"]},
+        headers={"Authorization": "Bearer test-key"},
+    )
+    assert answer.status_code == 201
+    return str(answer.json()["asset_id"])

@@ -149,18 +149,24 @@ class DaemonProcess:
 
 
 @pytest.fixture
-def run_daemon(studio: Studio) -> Iterator[Callable[[list[Path]], DaemonProcess]]:
+def run_daemon(studio: Studio) -> Iterator[Callable[..., DaemonProcess]]:
     """Start the real daemon as the daemon user (in the hot-folder group) on some folders."""
     started: list[DaemonProcess] = []
 
-    def start(folders: list[Path]) -> DaemonProcess:
+    def start(folders: list[Path], extra_folder: str = "") -> DaemonProcess:
         state = studio.base / "state"
         state.mkdir(exist_ok=True)
         os.chown(state, studio.users.daemon, studio.users.group)
         state.chmod(0o700)
         conf = studio.base / "syncd.toml"
         conf.write_text(
-            config_text(studio.emulator.base_url, folders, state / "state.db", settle=0)
+            config_text(
+                studio.emulator.base_url,
+                folders,
+                state / "state.db",
+                settle=0,
+                extra_folder=extra_folder,
+            )
         )
         conf.chmod(0o600)
         log = studio.base / "daemon.log"
@@ -349,3 +355,64 @@ def test_a_root_replaced_by_a_link_is_unavailable_and_uploads_nothing(
     time.sleep(2)
     assert studio.leaked() == set()
     assert studio.emulator.stats()["requests"].get("DELETE /v1/assets/{id}", 0) == 0
+
+
+def logged(daemon: DaemonProcess, event: str, path: str) -> bool:
+    """Whether the daemon logged ``event`` for the hot-folder path ``path``."""
+    for line in daemon.log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("event") == event and str(entry.get("path")).endswith(path):
+                return True
+    return False
+
+
+def test_a_folder_swapped_for_a_link_mid_archive_moves_removes_and_reads_nothing_private(
+    studio: Studio, run_daemon: Callable[..., DaemonProcess]
+) -> None:
+    """A half-done archive move, then d/ swapped for a link: the private x.jpg stays unread."""
+    hot = hot_folder(studio)
+    archive = studio.base / "archive"
+    archive.mkdir()
+    os.chown(archive, studio.users.daemon, studio.users.group)
+    studio.private.chmod(0o770)  # the daemon could remove files here if it went there
+    for path in studio.private.rglob("*.jpg"):
+        os.utime(path, (0, path.stat().st_mtime))  # relatime: any read now moves the atime
+    before = {p: (p.stat().st_ino, p.stat().st_atime) for p in studio.private.rglob("*.jpg")}
+
+    def locked_folder() -> None:
+        os.mkdir(hot / "d", 0o755)  # the daemon may link its file, not unlink it
+
+    studio.as_photographer(locked_folder)
+    daemon = run_daemon(
+        [hot],
+        f'after_upload = "archive"\nafter_upload_when = "sent"\narchive_path = "{archive}"\n',
+    )
+    held = drop_image(studio, hot / "d" / "x.jpg", 7)
+    own = drop_image(studio, hot / "own" / "y.jpg", 8)
+    wait_until(
+        lambda: alive(daemon) and logged(daemon, "after_upload.failed", "d/x.jpg"),
+        30,
+        message="the move of d/x.jpg half done (linked, not unlinked)",
+    )
+    assert (archive / "d" / "x.jpg").read_bytes() == held and (hot / "d" / "x.jpg").exists()
+
+    def swap() -> None:
+        os.rename(hot / "d", hot / "d.old")
+        os.symlink(studio.private, hot / "d")
+
+    studio.as_photographer(swap)
+    wait_until(
+        lambda: alive(daemon) and logged(daemon, "after_upload.done", "d/x.jpg"),
+        30,
+        message="the move of d/x.jpg finished",
+    )
+    wait_until(lambda: not (hot / "own" / "y.jpg").exists(), 30, message="own/y.jpg archived")
+    assert (archive / "own" / "y.jpg").read_bytes() == own
+    after = {p: (p.stat().st_ino, p.stat().st_atime) for p in studio.private.rglob("*.jpg")}
+    assert after == before  # nothing moved, removed or read
+    assert {p.read_bytes() for p in studio.private.rglob("*.jpg")} == set(studio.secrets.values())
+    archived = {p.read_bytes() for p in archive.rglob("*") if p.is_file()}
+    assert archived.isdisjoint(studio.secrets.values())
+    assert (hot / "d.old" / "x.jpg").read_bytes() == held  # the photographer's own file
+    assert studio.leaked() == set()

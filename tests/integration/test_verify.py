@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import sys
@@ -268,3 +269,34 @@ def test_repair_records_a_copy_of_a_lost_asset_instead_of_uploading_it(
     wait_until(run.idle)
     assert emulator.stats()["requests"]["POST /v1/training-asset"] == posts
     assert verify(run.daemon.ctx.ledger, run.daemon.ctx.client).ok
+
+
+def test_repair_never_deletes_an_asset_the_store_records_under_another_key(
+    emulator, tmp_path: Path
+) -> None:
+    """Two same-name copies, each recorded under its own key: reported, neither deleted."""
+    from syncd.ledger import Ledger
+    from syncd.model import asset_key
+    from syncd.store import Store
+    from tests.support import image_bytes
+
+    data = image_bytes(370)
+    sha = hashlib.sha256(data).hexdigest()
+    tags = ["studio", f"sha256:{sha[:32]}"]
+    first, second = (_post_copy(emulator, data, tags, "x") for _ in range(2))
+    store = Store.open(tmp_path / "state.db")
+    try:
+        with store.write() as conn:  # a plain folder's asset, and a names = "follow" one's
+            for key, asset_id in ((asset_key(sha, ("studio",)), first),
+                                  (asset_key(sha, ("studio",), "x"), second)):  # fmt: skip
+                conn.execute(
+                    "INSERT INTO assets (key, sha256, tags, name, asset_id) VALUES (?, ?, ?, ?, ?)",
+                    (key, sha, '["studio"]', "x", asset_id),
+                )
+        with AssetsClient(emulator.base_url, lambda: "test-key") as client:
+            result = verify(Ledger(store, {}), client, repair=True)
+    finally:
+        store.close()
+    assert [sorted(ids) for ids in result.duplicates.values()] == [sorted([first, second])]
+    assert result.removed == 0
+    assert {a["asset_id"] for a in emulator.assets()} == {first, second}
