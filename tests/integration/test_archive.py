@@ -55,8 +55,9 @@ def test_archive_moves_files_once_ready_keeping_their_paths(
     assert len(emulator.assets()) == 2
     assert run.jobs("kind = 'delete'") == []
     assert after_upload(run) == {"archived_today": 2, "removed_today": 0, "leaving": 0}
-    time.sleep(0.5)  # the vanished paths' events must not delete anything either
-    assert run.idle() and len(emulator.assets()) == 2
+    # The vanished paths' events, once worked off, must not delete anything either.
+    wait_until(run.idle, 10, message="the events of the vanished paths worked off")
+    assert len(emulator.assets()) == 2
     assert "DELETE /v1/assets/{id}" not in emulator.stats()["requests"]
 
 
@@ -88,7 +89,8 @@ def test_remove_after_sent_leaves_the_asset(
     [asset] = run.assets()
     assert asset["status"] == "processing"
     wait_until(lambda: after_upload(run)["removed_today"] == 1, 10, message="counted")
-    assert run.idle() and run.jobs("kind = 'delete'") == []
+    wait_until(run.idle, 10, message="the removal's events worked off")
+    assert run.jobs("kind = 'delete'") == []
 
 
 def test_failed_processing_keeps_the_file(
