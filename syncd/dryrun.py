@@ -100,7 +100,7 @@ def _folder(store: Store, folder: FolderConfig, result: Plan, new_keys: set[str]
             if diff.change is plan.Change.GONE:
                 gone.append(diff)
             else:
-                _arrival(store, folder, root, diff.relpath, result, new_keys)
+                _arrival(store, folder, root, diff.relpath, result, new_keys=new_keys)
     _departures(store, folder, gone, result, guarded=guarded or _emptied(folder, rules, gone))
 
 
@@ -114,6 +114,7 @@ def _arrival(
     root: Root,
     relpath: str,
     result: Plan,
+    *,
     new_keys: set[str],
 ) -> None:
     tags = folder_tags(relpath, folder.tags)

@@ -1,8 +1,9 @@
 """The state database: connections, the lock, migrations, and every job transition.
 
 SQLite in WAL mode with ``synchronous=FULL`` and a busy timeout; every write is one
-``BEGIN IMMEDIATE`` transaction, so an event, a claim or a job's outcome is either all on
-disk or not at all. Each thread gets its own connection. Only this module (and
+record of a group commit (:mod:`syncd.groupcommit`), so an event, a claim or a job's
+outcome is either all on disk or not at all, and on disk before its writer goes on. One
+connection writes; each thread gets its own connection for reads. Only this module (and
 ``ledger``, which builds on it) sees sqlite.
 
 Every job state change goes through :meth:`Store.move`, which checks the move against
@@ -35,6 +36,7 @@ from syncd.errors import (
     StoreFull,
     StoreLocked,
 )
+from syncd.groupcommit import GroupCommit
 from syncd.model import (
     CLAIMABLE,
     IN_FLIGHT,
@@ -123,7 +125,7 @@ class Store:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        self._write_lock = threading.RLock()
+        self._group = GroupCommit(lambda: self._connect(shared=True), self._committed)
         self._lock_fd: int | None = None
         self._on_queued: list[Callable[[Mapping[JobKind, int]], None]] = []
 
@@ -199,21 +201,10 @@ class Store:
             )
 
     def conn(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use."""
+        """This thread's connection for reads, opened on first use."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            uri = f"file:{self.path}?mode=ro" if self.readonly else f"file:{self.path}"
-            conn = sqlite3.connect(
-                uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            if not self.readonly:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
+            conn = self._local.conn = self._connect()
         return conn
 
     def db(self, conn: sqlite3.Connection | None = None) -> sqlite_utils.Database:
@@ -223,6 +214,7 @@ class Store:
         )
 
     def close(self) -> None:
+        self._group.close()
         with self._conns_lock:
             for conn in self._conns:
                 with contextlib.suppress(sqlite3.Error):
@@ -237,31 +229,57 @@ class Store:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction; sqlite errors leave as StoreError."""
-        conn = self.conn()
-        # Threads of this process queue here rather than in SQLite's busy handler, which
-        # sleeps in steps of milliseconds; other processes still meet the busy timeout.
-        with self._write_lock:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _translate(exc, self.path) from None
-            self._local.queued = queued = Counter[JobKind]()
-            try:
+        """One record (a claim, an outcome, a batch of events), durable when this returns.
+
+        Records of all threads are committed together (:mod:`syncd.groupcommit`): each in
+        a savepoint of its own, so one that raises leaves the others alone; sqlite errors
+        leave as StoreError.
+        """
+        nested = getattr(self._local, "queued", None)
+        queued = nested if nested is not None else Counter[JobKind]()
+        self._local.queued = queued
+        try:
+            with self._group.record(queued if nested is None else None) as conn:
                 yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise _translate(exc, self.path) from None
-                raise
-            finally:
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        finally:
+            if nested is None:
                 self._local.queued = None
+
+    def _committed(self, notes: list[Any]) -> None:
+        """A batch is on disk: tell the listeners what it made claimable."""
+        queued = sum(notes, Counter[JobKind]())
         if queued:
             for listener in self._on_queued:
                 listener(queued)
+
+    def _connect(self, *, shared: bool = False) -> sqlite3.Connection:
+        uri = f"file:{self.path}?mode=ro" if self.readonly else f"file:{self.path}"
+        conn = sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=not shared,
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if not self.readonly:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        with self._conns_lock:
+            self._conns.append(conn)
+        return conn
+
+    def writer(self) -> sqlite3.Connection:
+        """The connection records are written on (for tracing; write through ``write()``)."""
+        return self._group.connection()
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed by this process (each one fsync)."""
+        return self._group.commits
 
     def on_queued(self, listener: Callable[[Mapping[JobKind, int]], None]) -> None:
         """Call ``listener`` after each commit that made jobs claimable (count per kind).
