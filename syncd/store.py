@@ -68,7 +68,7 @@ CLAIM_SQL = (
 NEXT_DUE_SQL = "SELECT min(not_before) FROM jobs WHERE kind = ? AND state = ?"
 INSERT_JOB_SQL = (
     "INSERT INTO jobs (kind, state, attempt, folder, relpath, asset_key, not_before, reason,"
-    " created_at, updated_at, detail) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " created_at, updated_at, detail, intent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 Row = dict[str, Any]
 Conn = sqlite3.Connection
@@ -366,20 +366,30 @@ class Store:
         reason: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> int:
-        """Insert a job in its kind's initial state (or ``held`` for a delete)."""
+        """Insert a job in its kind's initial state (or ``held`` for a delete).
+
+        ``state`` may also be the kind's in-flight state: the job is then claimed by its
+        creator (attempt 1; for an upload, its intent set), as a claim would leave it.
+        """
         start = INITIAL[kind] if state is None else state
         if start != INITIAL[kind] and not allowed(kind, INITIAL[kind], start):
             raise InvalidTransition(f"a {kind} job cannot start as {start}")
         now = self.clock()
+        claimed = start is IN_FLIGHT[kind]
+        intent = now if claimed and kind is JobKind.UPLOAD else None
         cur = conn.execute(
             INSERT_JOB_SQL,
-            (str(kind), str(start), folder, relpath, asset_key, not_before, reason, now, now,
-             json.dumps(detail or {})),
+            (str(kind), str(start), int(claimed), folder, relpath, asset_key, not_before, reason,
+             now, now, json.dumps(detail or {}), intent),
         )  # fmt: skip
         if start is CLAIMABLE[kind]:
             self._queued(kind)
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    def job(self, conn: sqlite3.Connection, job_id: int) -> Job:
+        """One job as the transaction sees it."""
+        return self.jobs_where(conn, "id = ?", (job_id,))[0]
 
     def jobs_where(self, conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[Job]:
         rows = conn.execute(f"SELECT * FROM jobs WHERE {where}", params).fetchall()  # noqa: S608
@@ -387,21 +397,35 @@ class Store:
 
     def claim(self, kinds: Sequence[JobKind], now: float | None = None) -> Job | None:
         """Take the next due job of these kinds: its in-flight state, ``attempt + 1``."""
+        jobs = self.claim_batch(kinds, 1, now)
+        return jobs[0] if jobs else None
+
+    def claim_batch(
+        self, kinds: Sequence[JobKind], limit: int, now: float | None = None
+    ) -> list[Job]:
+        """Take up to ``limit`` due jobs of these kinds, earliest first, in one record.
+
+        Each is looked for after the ones before it are moved (in the same transaction),
+        so two file jobs of one path are never taken together.
+        """
         now = self.clock() if now is None else now
         # A look without the write lock first: an idle worker's empty claim (most claims,
         # when workers outnumber due jobs) then never queues behind the writers.
         if not any(self._due(self.conn(), kind, now) for kind in kinds):
-            return None
+            return []
+        taken: list[Job] = []
         with self.write() as conn:
-            due = [job for kind in kinds if (job := self._due(conn, kind, now)) is not None]
-            if not due:
-                return None
-            job = min(due, key=lambda j: (j.not_before, j.id))
-            fields: dict[str, Any] = {"attempt": job.attempt + 1}
-            if job.kind is JobKind.UPLOAD:
-                # The intent: from here a POST may go out; a later attempt reconciles first.
-                fields["intent_at"] = job.intent_at or now
-            return self.move(conn, job, IN_FLIGHT[job.kind], **fields)
+            while len(taken) < limit:
+                due = [job for kind in kinds if (job := self._due(conn, kind, now)) is not None]
+                if not due:
+                    break
+                job = min(due, key=lambda j: (j.not_before, j.id))
+                fields: dict[str, Any] = {"attempt": job.attempt + 1}
+                if job.kind is JobKind.UPLOAD:
+                    # The intent: from here a POST may go out; a later attempt reconciles first.
+                    fields["intent_at"] = job.intent_at or now
+                taken.append(self.move(conn, job, IN_FLIGHT[job.kind], **fields))
+        return taken
 
     @staticmethod
     def _due(conn: sqlite3.Connection, kind: JobKind, now: float) -> Job | None:
@@ -448,29 +472,46 @@ class Store:
         Runs on a connection of its own, inside one read transaction, so a long read
         (a scan, a verification) sees one state while the workers write elsewhere.
         """
+        return (dict(zip(names, row, strict=True)) for names, row in self._stream(sql, params))
+
+    def _stream(
+        self, sql: str, params: Sequence[Any]
+    ) -> Iterator[tuple[list[str], tuple[Any, ...]]]:
+        """Plain tuples (and the column names) of a streamed read: no object per row."""
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
-        conn.row_factory = sqlite3.Row
         try:
             conn.execute("BEGIN")
             cur = conn.execute(sql, params)
+            names = [d[0] for d in cur.description]
             while rows := cur.fetchmany(1000):
-                yield from (dict(r) for r in rows)
+                for row in rows:
+                    yield names, row
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
         finally:
             conn.close()
 
     def iter_tracked(self, folder: str, prefix: str = "") -> Iterator[TrackedFile]:
-        """Tracked files of a folder (or below ``prefix/``) in relpath order, streamed."""
+        """Tracked files of a folder (or below ``prefix/``) in relpath order, streamed.
+
+        A rescan reads every row: they come as tuples, made into records directly.
+        """
+        cols = "folder, relpath, size, mtime_ns, inode, dev, sha256, asset_key, problem"
         if prefix:
-            rows = self.stream(
-                "SELECT * FROM files WHERE folder = ? AND relpath >= ? AND relpath < ?"
+            rows = self._stream(
+                f"SELECT {cols} FROM files WHERE folder = ? AND relpath >= ? AND relpath < ?"  # noqa: S608
                 " ORDER BY relpath",
                 (folder, prefix + "/", prefix + "0"),
             )
         else:
-            rows = self.stream("SELECT * FROM files WHERE folder = ? ORDER BY relpath", (folder,))
-        return (row_to_file(row) for row in rows)
+            rows = self._stream(
+                f"SELECT {cols} FROM files WHERE folder = ? ORDER BY relpath",  # noqa: S608
+                (folder,),
+            )
+        return (
+            TrackedFile(r[0], r[1], FileStat(r[2], r[3], r[4], r[5]), r[6], r[7], r[8])
+            for _names, r in rows
+        )
 
     def find_moved(self, folder: str, stat: FileStat) -> TrackedFile | None:
         """A tracked file with this inode, size and mtime: a candidate for a move."""
