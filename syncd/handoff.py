@@ -7,8 +7,10 @@ is handed over; a crash leaves it ``uploading``, which start-up recovery turns b
 ``pending`` with its intent kept (the next attempt looks before it posts). A clean stop
 puts what no worker started back into the queue (``Workers.put_back``).
 
-Bounded: a hash worker reserves a place before its transaction; when there is none,
-the upload is queued in the store as ever.
+Bounded by the API workers free to start it now (and by ``size``): a hash worker reserves
+a place before its transaction; when there is none, the upload is queued in the store
+as ever, without an intent (so, for one, a file renamed while its upload waits is still
+uploaded under its final name).
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ class Handoff:
         self._lock = threading.Lock()
         #: Called after a job is put (the workers wake an idle API worker).
         self.on_put: Callable[[], None] = lambda: None
+        #: How many API workers could start a job now (the workers tell).
+        self.free: Callable[[], int] = lambda: size
 
     def reserve(self) -> bool:
         """A place for one job, to be filled by ``put`` or given back by ``release``."""
         with self._lock:
-            if len(self._jobs) + self._reserved >= self.size:
+            if len(self._jobs) + self._reserved >= min(self.size, self.free()):
                 return False
             self._reserved += 1
             return True

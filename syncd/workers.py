@@ -73,8 +73,11 @@ class Workers:
         self._busy = 0
         self._busy_lock = threading.Lock()
         ctx.ledger.store.on_queued(self._queued)
+        #: API workers not running a job: what the handoff may give work to at once.
+        self._free_api = 0
         if ctx.handoff is not None:
             ctx.handoff.on_put = lambda: self._queued({JobKind.UPLOAD: 1})
+            ctx.handoff.free = lambda: self._free_api
 
     @property
     def busy(self) -> int:
@@ -124,6 +127,18 @@ class Workers:
 
     def loop(self, kinds: tuple[JobKind, ...]) -> None:
         api = kinds == API_KINDS
+        self._count_free(api, 1)
+        try:
+            self._loop(kinds, api)
+        finally:
+            self._count_free(api, -1)
+
+    def _count_free(self, api: bool, change: int) -> None:
+        if api:
+            with self._busy_lock:
+                self._free_api += change
+
+    def _loop(self, kinds: tuple[JobKind, ...], api: bool) -> None:
         breaker = self.ctx.breaker
         while not self.stopping.is_set():
             if api and not self.indexed.is_set():
@@ -221,8 +236,10 @@ class Workers:
         self.notify_all()
 
     def run(self, job: Job) -> None:
+        api = job.kind in API_KINDS
         with self._busy_lock:
             self._busy += 1
+            self._free_api -= api
         try:
             self.flows[job.kind].run(job)
         except StaleAttempt as exc:
@@ -237,6 +254,7 @@ class Workers:
         finally:
             with self._busy_lock:
                 self._busy -= 1
+                self._free_api += api
 
     def _put_back(self, job: Job, error: StoreError) -> None:
         """The job's outcome could not be written: return it to the queue once we can.

@@ -46,14 +46,14 @@ def batch_open(shm: Path) -> bool:
 def kill_inside_a_batch(
     proc: subprocess.Popen[bytes], shm: Path, log: Path, rng: random.Random
 ) -> None:
-    """SIGKILL at a random moment of an open batch: seen open, a random 0-4 ms later
-    (while its records are written, or its COMMIT runs) still open, then killed."""
+    """SIGKILL at a random moment inside a batch: seen open, and after a random 0-20 ms
+    (that batch or a later one: records being written, or a COMMIT running) open again."""
     deadline = time.monotonic() + 30
     while True:
         assert alive(proc, log)
         assert time.monotonic() < deadline, "no write transaction seen open in 30 s"
         if batch_open(shm):
-            time.sleep(rng.random() * 0.004)  # a random point of the batch, not its start
+            time.sleep(rng.random() * 0.02)  # a random point, not a batch's first moment
             if batch_open(shm):
                 break
     proc.send_signal(signal.SIGKILL)

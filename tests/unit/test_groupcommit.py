@@ -122,6 +122,8 @@ def test_a_stop_puts_unstarted_claims_back_as_they_were(ledger: Ledger) -> None:
     store.clock.now += 5  # type: ignore[attr-defined]
     first = workers._claim(FILE_KINDS)
     assert first is not None and first.relpath == "a.jpg"
+    assert not handoff.reserve(), "no API worker runs: nothing may be handed over"
+    handoff.free = lambda: 1  # one API worker free to start it
     assert handoff.reserve()
     linked = ledger.file_linked(first, stat(), "cd" * 32, ("t",), "a", handoff=True)
     assert linked.upload is not None
