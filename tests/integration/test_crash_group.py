@@ -128,6 +128,7 @@ def test_kill_9_inside_group_commits_loses_and_duplicates_nothing(
         f"deletes={deletes} duplicates={duplicates} missing={missing} extra={extra}"
     )
     assert (duplicates, missing, extra) == (0, 0, 0)
-    # Not even healed: no second copy was ever made (each POST cut off by a kill was
-    # found by the look before the next attempt), so none had to be deleted.
-    assert (posts, deletes) == (len(want), 0)
+    # Not even healed: no second copy was ever made (a POST that got through before a
+    # kill was found by the look before the next attempt), so none had to be deleted. A
+    # POST cut off before the server stored it is sent again: posts may exceed pairs.
+    assert deletes == 0
