@@ -87,6 +87,7 @@ def write_config(base: Path, url: str, hot: Path, db: Path, *, settle: float, co
         f'[state]\npath = "{db}"\n[log]\nlevel = "warning"\n'
         f'[[folders]]\npath = "{hot}"\ntags = ["bench"]\nsettle_seconds = {settle}\n'
     )
+    conf.chmod(0o600)  # it holds the key: syncd refuses a config open to others
     return conf
 
 

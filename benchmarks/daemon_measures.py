@@ -82,6 +82,7 @@ def burst(base: Path, files: int) -> Result:
         "ratio_syncd_vs_raw": raw / elapsed,
         "assets_in_library": remote,
         "write_transactions_per_file": counts.get("write_transactions", 0) / files,
+        "records_per_file": counts.get("records", 0) / files,
         "start_to_ready_s_empty": ready,
         "rss_idle_mb_before": idle_before / 1024,
         "rss_burst_peak_mb": peak / 1024,
@@ -110,6 +111,7 @@ def fsyncs(base: Path, files: int) -> Result:
     return {
         "fsyncs_per_file": syncs / files,
         "write_transactions_per_file": counts.get("write_transactions", 0) / files,
+        "records_per_file": counts.get("records", 0) / files,
         "files": files,
     }
 

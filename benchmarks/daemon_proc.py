@@ -1,32 +1,37 @@
-"""``syncd run`` with a counter on the store's write transactions (written at exit)."""
+"""``syncd run`` that writes its store's counters at exit: write transactions (commits,
+each one fsync) and records (claims, outcomes, event batches) grouped into them."""
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from syncd import cli
-from syncd.store import Store
+from syncd.groupcommit import GroupCommit
 
 
 def main() -> None:
     conf, out = sys.argv[1], Path(sys.argv[2])
-    counts = {"write_transactions": 0}
-    inner = Store.write
+    groups: list[GroupCommit] = []
+    inner = GroupCommit.__init__
 
-    @contextlib.contextmanager
-    def counted(self: Store, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        counts["write_transactions"] += 1
-        with inner(self, *args, **kwargs) as conn:
-            yield conn
+    def counted(self: GroupCommit, *args: Any, **kwargs: Any) -> None:
+        inner(self, *args, **kwargs)
+        groups.append(self)
 
-    Store.write = counted  # type: ignore[method-assign]
-    atexit.register(lambda: out.write_text(json.dumps(counts)))
+    GroupCommit.__init__ = counted  # type: ignore[method-assign]
+
+    def write() -> None:
+        counts = {
+            "write_transactions": sum(g.commits for g in groups),
+            "records": sum(g.records for g in groups),
+        }
+        out.write_text(json.dumps(counts))
+
+    atexit.register(write)
     cli.main(["run", "--config", conf])
 
 

@@ -25,6 +25,7 @@ from syncd.errors import (
     RootUnavailable,
     TransientError,
 )
+from syncd.handoff import Handoff
 from syncd.ledger import KEY_PAUSE, Ledger
 from syncd.model import LATE_POST, Job
 from syncd.safepath import Root
@@ -52,6 +53,8 @@ class Context:
     clock: Callable[[], float] = field(kw_only=True)
     late: plan.LateAnswers = field(default_factory=plan.LateAnswers, kw_only=True)
     rand: Callable[[], float] = field(default=random.random, kw_only=True)
+    #: Uploads created claimed by the hash workers, for the API workers (None: none).
+    handoff: Handoff | None = field(default=None, kw_only=True)
 
     def root_problem(
         self,

@@ -41,6 +41,7 @@ from syncd.deletions import DeleteWorkflow
 from syncd.departures import Departures
 from syncd.errors import ApiError, AuthError, PermanentError, StoreError
 from syncd.fstype import MOUNTINFO
+from syncd.handoff import Handoff
 from syncd.intake import Intake, ScanRequests
 from syncd.ledger import Ledger
 from syncd.lifecycle import Lifecycle
@@ -60,6 +61,8 @@ from syncd.workers import API_KINDS, FILE_KINDS, STORE_RETRY_SECONDS, Workers
 log = structlog.get_logger(__name__)
 
 HASH_WORKERS = 2
+#: Uploads handed from the hash workers to each API worker in memory, at most.
+HANDOFF_PER_WORKER = 2
 #: Finished jobs are kept this long (seconds) for `status` and for reconciliation.
 PRUNE_AFTER = 30 * 86400
 PRUNE_EVERY = 3600.0
@@ -152,6 +155,7 @@ class Daemon:
                 self.config.api.late_answer_seconds,
                 self.config.api.late_answer_seconds_per_mb,
             ),
+            handoff=Handoff(HANDOFF_PER_WORKER * self.config.api.concurrency),
         )
         self.intake = Intake(
             ledger,
@@ -179,7 +183,12 @@ class Daemon:
             JobKind.DEDUPE: DedupeWorkflow(self.ctx),
         }
         self.workers = Workers(
-            self.ctx, flows, stopping=self.stopping, indexed=self.indexed, clock=self.clock
+            self.ctx,
+            flows,
+            stopping=self.stopping,
+            indexed=self.indexed,
+            clock=self.clock,
+            claim_batch={FILE_KINDS: HASH_WORKERS},
         )
         self._start_extras()
 
@@ -250,6 +259,8 @@ class Daemon:
             thread.join(max(0.0, deadline - time.monotonic()))
         if self.ctx is not None:
             self.intake.drain()
+        if self.workers is not None:
+            self.workers.put_back()
         if self._client is not None:
             self._client.close()
         if self.alerts is not None:

@@ -36,11 +36,15 @@ KEY_PAUSE = "paused: the API key is not accepted"
 
 @dataclass(frozen=True, slots=True)
 class Linked:
-    """What linking a file to its asset did: ``queued`` an upload, or used an existing one."""
+    """What linking a file to its asset did: ``queued`` an upload, or used an existing one.
+
+    ``upload`` is the upload job when it was created already claimed (``handoff``).
+    """
 
     key: str
     queued_upload: bool
     asset_id: str | None
+    upload: Job | None = None
 
 
 class Ledger(Admin):
@@ -185,9 +189,20 @@ class Ledger(Admin):
     # -- file job outcomes -----------------------------------------------------------
 
     def file_linked(
-        self, job: Job, stat: FileStat, sha256: str, tags: tuple[str, ...], name: str
+        self,
+        job: Job,
+        stat: FileStat,
+        sha256: str,
+        tags: tuple[str, ...],
+        name: str,
+        *,
+        handoff: bool = False,
     ) -> Linked:
-        """The file is hashed: record it against the asset of (content, tags)."""
+        """The file is hashed: record it against the asset of (content, tags).
+
+        With ``handoff`` an upload it queues is created claimed, intent set, and returned
+        for the caller to hand to an API worker in memory.
+        """
         policy = self.folders.get(job.folder)
         key = asset_key(sha256, tags, name if policy and policy.names == "follow" else None)
         assert job.relpath is not None
@@ -203,25 +218,28 @@ class Ledger(Admin):
                 self.store.move(conn, other, S.CANCELLED, reason="a file uses the asset again")
             if asset["asset_id"] is None and self._adopt_indexed(conn, key):
                 asset = conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
+            upload: Job | None = None
             queued = False
             if asset["asset_id"] is None and not self._asset_jobs(
                 conn, JobKind.UPLOAD, key, (S.PENDING, S.UPLOADING, S.FAILED)
             ):
                 ask = _predates_rebuild(conn, stat)
-                self.store.new_job(
+                upload_id = self.store.new_job(
                     conn,
                     JobKind.UPLOAD,
                     job.folder,
                     relpath=job.relpath,
                     asset_key=key,
+                    state=S.UPLOADING if handoff else None,
                     detail={"ask_first": True} if ask else None,
                 )
                 queued = True
+                upload = self.store.job(conn, upload_id) if handoff else None
             if old and old != key:
                 self._release(
                     conn, job.folder, old, hold=bool(job.detail.get("hold")), relpath=job.relpath
                 )
-        return Linked(key, queued, asset["asset_id"])
+        return Linked(key, queued, asset["asset_id"], upload)
 
     def _adopt_indexed(self, conn: Conn, key: str) -> str | None:
         """Take the asset_id of a library asset found by the index, instead of uploading.

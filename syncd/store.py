@@ -1,8 +1,9 @@
 """The state database: connections, the lock, migrations, and every job transition.
 
 SQLite in WAL mode with ``synchronous=FULL`` and a busy timeout; every write is one
-``BEGIN IMMEDIATE`` transaction, so an event, a claim or a job's outcome is either all on
-disk or not at all. Each thread gets its own connection. Only this module (and
+record of a group commit (:mod:`syncd.groupcommit`), so an event, a claim or a job's
+outcome is either all on disk or not at all, and on disk before its writer goes on. One
+connection writes; each thread gets its own connection for reads. Only this module (and
 ``ledger``, which builds on it) sees sqlite.
 
 Every job state change goes through :meth:`Store.move`, which checks the move against
@@ -35,6 +36,7 @@ from syncd.errors import (
     StoreFull,
     StoreLocked,
 )
+from syncd.groupcommit import GroupCommit
 from syncd.model import (
     CLAIMABLE,
     IN_FLIGHT,
@@ -66,7 +68,7 @@ CLAIM_SQL = (
 NEXT_DUE_SQL = "SELECT min(not_before) FROM jobs WHERE kind = ? AND state = ?"
 INSERT_JOB_SQL = (
     "INSERT INTO jobs (kind, state, attempt, folder, relpath, asset_key, not_before, reason,"
-    " created_at, updated_at, detail) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " created_at, updated_at, detail, intent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 Row = dict[str, Any]
 Conn = sqlite3.Connection
@@ -123,7 +125,7 @@ class Store:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        self._write_lock = threading.RLock()
+        self._group = GroupCommit(lambda: self._connect(shared=True), self._committed)
         self._lock_fd: int | None = None
         self._on_queued: list[Callable[[Mapping[JobKind, int]], None]] = []
 
@@ -199,21 +201,10 @@ class Store:
             )
 
     def conn(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use."""
+        """This thread's connection for reads, opened on first use."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            uri = f"file:{self.path}?mode=ro" if self.readonly else f"file:{self.path}"
-            conn = sqlite3.connect(
-                uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            if not self.readonly:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
+            conn = self._local.conn = self._connect()
         return conn
 
     def db(self, conn: sqlite3.Connection | None = None) -> sqlite_utils.Database:
@@ -223,6 +214,7 @@ class Store:
         )
 
     def close(self) -> None:
+        self._group.close()
         with self._conns_lock:
             for conn in self._conns:
                 with contextlib.suppress(sqlite3.Error):
@@ -237,31 +229,57 @@ class Store:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction; sqlite errors leave as StoreError."""
-        conn = self.conn()
-        # Threads of this process queue here rather than in SQLite's busy handler, which
-        # sleeps in steps of milliseconds; other processes still meet the busy timeout.
-        with self._write_lock:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _translate(exc, self.path) from None
-            self._local.queued = queued = Counter[JobKind]()
-            try:
+        """One record (a claim, an outcome, a batch of events), durable when this returns.
+
+        Records of all threads are committed together (:mod:`syncd.groupcommit`): each in
+        a savepoint of its own, so one that raises leaves the others alone; sqlite errors
+        leave as StoreError.
+        """
+        nested = getattr(self._local, "queued", None)
+        queued = nested if nested is not None else Counter[JobKind]()
+        self._local.queued = queued
+        try:
+            with self._group.record(queued if nested is None else None) as conn:
                 yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise _translate(exc, self.path) from None
-                raise
-            finally:
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        finally:
+            if nested is None:
                 self._local.queued = None
+
+    def _committed(self, notes: list[Any]) -> None:
+        """A batch is on disk: tell the listeners what it made claimable."""
+        queued = sum(notes, Counter[JobKind]())
         if queued:
             for listener in self._on_queued:
                 listener(queued)
+
+    def _connect(self, *, shared: bool = False) -> sqlite3.Connection:
+        uri = f"file:{self.path}?mode=ro" if self.readonly else f"file:{self.path}"
+        conn = sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=not shared,
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if not self.readonly:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        with self._conns_lock:
+            self._conns.append(conn)
+        return conn
+
+    def writer(self) -> sqlite3.Connection:
+        """The connection records are written on (for tracing; write through ``write()``)."""
+        return self._group.connection()
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed by this process (each one fsync)."""
+        return self._group.commits
 
     def on_queued(self, listener: Callable[[Mapping[JobKind, int]], None]) -> None:
         """Call ``listener`` after each commit that made jobs claimable (count per kind).
@@ -348,20 +366,30 @@ class Store:
         reason: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> int:
-        """Insert a job in its kind's initial state (or ``held`` for a delete)."""
+        """Insert a job in its kind's initial state (or ``held`` for a delete).
+
+        ``state`` may also be the kind's in-flight state: the job is then claimed by its
+        creator (attempt 1; for an upload, its intent set), as a claim would leave it.
+        """
         start = INITIAL[kind] if state is None else state
         if start != INITIAL[kind] and not allowed(kind, INITIAL[kind], start):
             raise InvalidTransition(f"a {kind} job cannot start as {start}")
         now = self.clock()
+        claimed = start is IN_FLIGHT[kind]
+        intent = now if claimed and kind is JobKind.UPLOAD else None
         cur = conn.execute(
             INSERT_JOB_SQL,
-            (str(kind), str(start), folder, relpath, asset_key, not_before, reason, now, now,
-             json.dumps(detail or {})),
+            (str(kind), str(start), int(claimed), folder, relpath, asset_key, not_before, reason,
+             now, now, json.dumps(detail or {}), intent),
         )  # fmt: skip
         if start is CLAIMABLE[kind]:
             self._queued(kind)
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    def job(self, conn: sqlite3.Connection, job_id: int) -> Job:
+        """One job as the transaction sees it."""
+        return self.jobs_where(conn, "id = ?", (job_id,))[0]
 
     def jobs_where(self, conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[Job]:
         rows = conn.execute(f"SELECT * FROM jobs WHERE {where}", params).fetchall()  # noqa: S608
@@ -369,21 +397,35 @@ class Store:
 
     def claim(self, kinds: Sequence[JobKind], now: float | None = None) -> Job | None:
         """Take the next due job of these kinds: its in-flight state, ``attempt + 1``."""
+        jobs = self.claim_batch(kinds, 1, now)
+        return jobs[0] if jobs else None
+
+    def claim_batch(
+        self, kinds: Sequence[JobKind], limit: int, now: float | None = None
+    ) -> list[Job]:
+        """Take up to ``limit`` due jobs of these kinds, earliest first, in one record.
+
+        Each is looked for after the ones before it are moved (in the same transaction),
+        so two file jobs of one path are never taken together.
+        """
         now = self.clock() if now is None else now
         # A look without the write lock first: an idle worker's empty claim (most claims,
         # when workers outnumber due jobs) then never queues behind the writers.
         if not any(self._due(self.conn(), kind, now) for kind in kinds):
-            return None
+            return []
+        taken: list[Job] = []
         with self.write() as conn:
-            due = [job for kind in kinds if (job := self._due(conn, kind, now)) is not None]
-            if not due:
-                return None
-            job = min(due, key=lambda j: (j.not_before, j.id))
-            fields: dict[str, Any] = {"attempt": job.attempt + 1}
-            if job.kind is JobKind.UPLOAD:
-                # The intent: from here a POST may go out; a later attempt reconciles first.
-                fields["intent_at"] = job.intent_at or now
-            return self.move(conn, job, IN_FLIGHT[job.kind], **fields)
+            while len(taken) < limit:
+                due = [job for kind in kinds if (job := self._due(conn, kind, now)) is not None]
+                if not due:
+                    break
+                job = min(due, key=lambda j: (j.not_before, j.id))
+                fields: dict[str, Any] = {"attempt": job.attempt + 1}
+                if job.kind is JobKind.UPLOAD:
+                    # The intent: from here a POST may go out; a later attempt reconciles first.
+                    fields["intent_at"] = job.intent_at or now
+                taken.append(self.move(conn, job, IN_FLIGHT[job.kind], **fields))
+        return taken
 
     @staticmethod
     def _due(conn: sqlite3.Connection, kind: JobKind, now: float) -> Job | None:
@@ -430,29 +472,46 @@ class Store:
         Runs on a connection of its own, inside one read transaction, so a long read
         (a scan, a verification) sees one state while the workers write elsewhere.
         """
+        return (dict(zip(names, row, strict=True)) for names, row in self._stream(sql, params))
+
+    def _stream(
+        self, sql: str, params: Sequence[Any]
+    ) -> Iterator[tuple[list[str], tuple[Any, ...]]]:
+        """Plain tuples (and the column names) of a streamed read: no object per row."""
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
-        conn.row_factory = sqlite3.Row
         try:
             conn.execute("BEGIN")
             cur = conn.execute(sql, params)
+            names = [d[0] for d in cur.description]
             while rows := cur.fetchmany(1000):
-                yield from (dict(r) for r in rows)
+                for row in rows:
+                    yield names, row
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
         finally:
             conn.close()
 
     def iter_tracked(self, folder: str, prefix: str = "") -> Iterator[TrackedFile]:
-        """Tracked files of a folder (or below ``prefix/``) in relpath order, streamed."""
+        """Tracked files of a folder (or below ``prefix/``) in relpath order, streamed.
+
+        A rescan reads every row: they come as tuples, made into records directly.
+        """
+        cols = "folder, relpath, size, mtime_ns, inode, dev, sha256, asset_key, problem"
         if prefix:
-            rows = self.stream(
-                "SELECT * FROM files WHERE folder = ? AND relpath >= ? AND relpath < ?"
+            rows = self._stream(
+                f"SELECT {cols} FROM files WHERE folder = ? AND relpath >= ? AND relpath < ?"  # noqa: S608
                 " ORDER BY relpath",
                 (folder, prefix + "/", prefix + "0"),
             )
         else:
-            rows = self.stream("SELECT * FROM files WHERE folder = ? ORDER BY relpath", (folder,))
-        return (row_to_file(row) for row in rows)
+            rows = self._stream(
+                f"SELECT {cols} FROM files WHERE folder = ? ORDER BY relpath",  # noqa: S608
+                (folder,),
+            )
+        return (
+            TrackedFile(r[0], r[1], FileStat(r[2], r[3], r[4], r[5]), r[6], r[7], r[8])
+            for _names, r in rows
+        )
 
     def find_moved(self, folder: str, stat: FileStat) -> TrackedFile | None:
         """A tracked file with this inode, size and mtime: a candidate for a move."""

@@ -35,6 +35,7 @@ from syncd.errors import (
     RootUnavailable,
     StaleAttempt,
 )
+from syncd.ledger import Linked
 from syncd.listing import remove_duplicates
 from syncd.model import LATE_POST, FileStat, Job, JobState, RemoteAsset, identity_tag
 from syncd.safepath import Root
@@ -189,7 +190,7 @@ class FileWorkflow:
             return
         assert sha is not None
         tags = folder_tags(job.relpath, folder.tags)
-        linked = ctx.ledger.file_linked(job, stat, sha, tags, asset_name(job.relpath))
+        linked = self._link(job, stat, sha, tags)
         log.info(
             "file.linked",
             folder=folder.key,
@@ -199,6 +200,25 @@ class FileWorkflow:
             queued_upload=linked.queued_upload,
             asset_id=linked.asset_id,
         )
+
+    def _link(self, job: Job, stat: FileStat, sha: str, tags: tuple[str, ...]) -> Linked:
+        """Record the hash; an upload it queues goes to an API worker in memory if there
+        is room (created claimed, so no worker claims it from the store)."""
+        assert job.relpath is not None
+        handoff = self.ctx.handoff
+        slot = handoff is not None and handoff.reserve()
+        linked = None
+        try:
+            linked = self.ctx.ledger.file_linked(
+                job, stat, sha, tags, asset_name(job.relpath), handoff=slot
+            )
+        finally:
+            if handoff is not None and slot:
+                if linked is not None and linked.upload is not None:
+                    handoff.put(linked.upload)
+                else:
+                    handoff.release()
+        return linked
 
 
 class UploadWorkflow:

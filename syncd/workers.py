@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -26,7 +27,7 @@ from syncd.errors import (
     StoreError,
     TransientError,
 )
-from syncd.model import Job, JobKind, Workflow
+from syncd.model import CLAIMABLE, Job, JobKind, Workflow
 
 log = structlog.get_logger(__name__)
 
@@ -49,8 +50,13 @@ class Workers:
         stopping: threading.Event,
         indexed: threading.Event,
         clock: Callable[[], float],
+        claim_batch: Mapping[tuple[JobKind, ...], int] | None = None,
     ) -> None:
         self.ctx = ctx
+        #: Per lane, how many due jobs one claim takes (as many as the lane has workers:
+        #: never more than it can start soon); the extra wait in the lane's own queue.
+        self._batch = dict(claim_batch or {})
+        self._claimed: dict[tuple[JobKind, ...], deque[Job]] = {}
         self.flows = flows
         self.stopping = stopping
         self.indexed = indexed
@@ -67,6 +73,11 @@ class Workers:
         self._busy = 0
         self._busy_lock = threading.Lock()
         ctx.ledger.store.on_queued(self._queued)
+        #: API workers not running a job: what the handoff may give work to at once.
+        self._free_api = 0
+        if ctx.handoff is not None:
+            ctx.handoff.on_put = lambda: self._queued({JobKind.UPLOAD: 1})
+            ctx.handoff.free = lambda: self._free_api
 
     @property
     def busy(self) -> int:
@@ -80,6 +91,7 @@ class Workers:
             if kinds not in self._lanes:
                 self._lanes[kinds] = threading.Condition(self._lock)
                 self._generation[kinds] = 0
+                self._claimed[kinds] = deque()
             return self._lanes[kinds]
 
     def notify_all(self) -> None:
@@ -115,7 +127,19 @@ class Workers:
 
     def loop(self, kinds: tuple[JobKind, ...]) -> None:
         api = kinds == API_KINDS
-        store, breaker = self.ctx.ledger.store, self.ctx.breaker
+        self._count_free(api, 1)
+        try:
+            self._loop(kinds, api)
+        finally:
+            self._count_free(api, -1)
+
+    def _count_free(self, api: bool, change: int) -> None:
+        if api:
+            with self._busy_lock:
+                self._free_api += change
+
+    def _loop(self, kinds: tuple[JobKind, ...], api: bool) -> None:
+        breaker = self.ctx.breaker
         while not self.stopping.is_set():
             if api and not self.indexed.is_set():
                 self.wait(0.2)
@@ -130,7 +154,7 @@ class Workers:
             with self.wake:
                 seen = self._generation[kinds]
             try:
-                job = store.claim(kinds)
+                job = self._handed(api) or self._claim(kinds)
             except StoreError as exc:
                 log.warning("queue.claim_failed", error=str(exc))
                 self.wait(1.0)
@@ -139,6 +163,45 @@ class Workers:
                 self.wait(self._idle_wait(kinds), kinds, seen)
                 continue
             self.run(job)
+
+    def _handed(self, api: bool) -> Job | None:
+        """An upload a hash worker handed over, already claimed (API lane only)."""
+        handoff = self.ctx.handoff
+        return handoff.take() if api and handoff is not None else None
+
+    def _claim(self, kinds: tuple[JobKind, ...]) -> Job | None:
+        """The lane's next job: one it claimed before, else a fresh claim of a few."""
+        local = self._claimed[kinds]
+        with self.wake:
+            if local:
+                return local.popleft()
+        jobs = self.ctx.ledger.store.claim_batch(kinds, self._batch.get(kinds, 1))
+        if len(jobs) > 1:
+            with self.wake:
+                local.extend(jobs[1:])
+                self._generation[kinds] += 1
+                self._lanes[kinds].notify(len(jobs) - 1)
+        return jobs[0] if jobs else None
+
+    def put_back(self) -> int:
+        """On stop: jobs claimed (or handed over) but never started go back to the queue
+        as they were before their claim: no attempt made, no intent (a handed-over upload
+        had none before; batched claims are file jobs, which have none)."""
+        jobs = self.ctx.handoff.drain() if self.ctx.handoff is not None else []
+        with self.wake:
+            for local in self._claimed.values():
+                jobs.extend(local)
+                local.clear()
+        store = self.ctx.ledger.store
+        for job in jobs:
+            unclaimed: dict[str, object] = {"attempt": job.attempt - 1}
+            if job.kind is JobKind.UPLOAD:
+                unclaimed["intent_at"] = None
+            with contextlib.suppress(StaleAttempt, StoreError):  # else recovery does it
+                store.transition(
+                    job, CLAIMABLE[job.kind], reason="not started before the stop", **unclaimed
+                )
+        return len(jobs)
 
     def probe(self) -> None:
         """The one probe of an open circuit: a cheap request, never a job's upload.
@@ -173,8 +236,10 @@ class Workers:
         self.notify_all()
 
     def run(self, job: Job) -> None:
+        api = job.kind in API_KINDS
         with self._busy_lock:
             self._busy += 1
+            self._free_api -= api
         try:
             self.flows[job.kind].run(job)
         except StaleAttempt as exc:
@@ -189,6 +254,7 @@ class Workers:
         finally:
             with self._busy_lock:
                 self._busy -= 1
+                self._free_api += api
 
     def _put_back(self, job: Job, error: StoreError) -> None:
         """The job's outcome could not be written: return it to the queue once we can.

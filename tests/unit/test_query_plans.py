@@ -57,12 +57,15 @@ def one_file_through_its_life(ledger: Ledger) -> None:
 
 def traced(ledger: Ledger) -> list[str]:
     statements: list[str] = []
-    conn = ledger.store.conn()
-    conn.set_trace_callback(statements.append)
+    # Reads on this thread's connection, records on the one write connection.
+    conns = (ledger.store.conn(), ledger.store.writer())
+    for conn in conns:
+        conn.set_trace_callback(statements.append)
     try:
         one_file_through_its_life(ledger)
     finally:
-        conn.set_trace_callback(None)
+        for conn in conns:
+            conn.set_trace_callback(None)
     return [s for s in dict.fromkeys(statements) if not s.lstrip().upper().startswith(_NO_PLAN)]
 
 
