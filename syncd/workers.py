@@ -77,7 +77,13 @@ class Workers:
         self._free_api = 0
         if ctx.handoff is not None:
             ctx.handoff.on_put = lambda: self._queued({JobKind.UPLOAD: 1})
-            ctx.handoff.free = lambda: self._free_api
+            ctx.handoff.free = self._free_to_start
+
+    def _free_to_start(self) -> int:
+        """API workers that could start a handed-over upload now: none while paused."""
+        if not (self.indexed.is_set() and self.ctx.breaker.allow(self.clock())):
+            return 0
+        return self._free_api
 
     @property
     def busy(self) -> int:
@@ -145,6 +151,8 @@ class Workers:
                 self.wait(0.2)
                 continue
             if api and not breaker.allow(self.clock()):
+                # Uploads handed over just before the pause wait in the queue, not in hand.
+                self._unclaim(self._drain_handoff())
                 if breaker.take_probe(self.clock()):
                     self.probe()
                 else:
@@ -187,21 +195,26 @@ class Workers:
         """On stop: jobs claimed (or handed over) but never started go back to the queue
         as they were before their claim: no attempt made, no intent (a handed-over upload
         had none before; batched claims are file jobs, which have none)."""
-        jobs = self.ctx.handoff.drain() if self.ctx.handoff is not None else []
+        jobs = self._drain_handoff()
         with self.wake:
             for local in self._claimed.values():
                 jobs.extend(local)
                 local.clear()
+        self._unclaim(jobs, reason="not started before the stop")
+        return len(jobs)
+
+    def _drain_handoff(self) -> list[Job]:
+        return self.ctx.handoff.drain() if self.ctx.handoff is not None else []
+
+    def _unclaim(self, jobs: list[Job], reason: str = "the API is paused") -> None:
+        """Claimed jobs never started go back as they were before their claim."""
         store = self.ctx.ledger.store
         for job in jobs:
             unclaimed: dict[str, object] = {"attempt": job.attempt - 1}
             if job.kind is JobKind.UPLOAD:
                 unclaimed["intent_at"] = None
             with contextlib.suppress(StaleAttempt, StoreError):  # else recovery does it
-                store.transition(
-                    job, CLAIMABLE[job.kind], reason="not started before the stop", **unclaimed
-                )
-        return len(jobs)
+                store.transition(job, CLAIMABLE[job.kind], reason=reason, **unclaimed)
 
     def probe(self) -> None:
         """The one probe of an open circuit: a cheap request, never a job's upload.
