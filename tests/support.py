@@ -92,6 +92,13 @@ def toml_list(items: Sequence[str]) -> str:
     return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
 
+def write_private(path: Path, text: str) -> Path:
+    """Write a config that holds the key, readable by its owner only (syncd refuses others)."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 def config_text(
     base_url: str,
     folders: Sequence[Path],

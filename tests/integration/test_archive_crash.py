@@ -17,7 +17,7 @@ import pytest
 
 from syncd.emulator import EmulatorServer
 from tests.integration.test_crash import alive, start
-from tests.support import config_text, image_bytes, wait_until
+from tests.support import config_text, image_bytes, wait_until, write_private
 
 FILES = 200
 KILLS = 5
@@ -58,7 +58,8 @@ def test_kill_9_while_archiving_leaves_every_file_in_exactly_one_place(
     extra = (
         f'after_upload = "archive"\nafter_upload_when = "sent"\narchive_path = "{archive_dir}"\n'
     )
-    conf.write_text(
+    write_private(
+        conf,
         config_text(
             emulator.base_url,
             [hot],
@@ -67,9 +68,8 @@ def test_kill_9_while_archiving_leaves_every_file_in_exactly_one_place(
             settle=0.0,
             concurrency=4,
             extra_folder=extra,
-        )
+        ),
     )
-    conf.chmod(0o600)  # it holds the key: a config open to others does not load
     log = tmp_path / "daemon.log"
     midway = []  # (left in the hot folder, in the archive) at each kill
     for _ in range(KILLS):

@@ -21,7 +21,7 @@ import pytest
 
 from syncd.emulator import EmulatorServer
 from tests.integration.test_crash import alive, expected_pairs, library_pairs, start
-from tests.support import config_text, image_bytes, wait_until
+from tests.support import config_text, image_bytes, wait_until, write_private
 
 FILES = 2000
 KILLS = 6
@@ -75,7 +75,8 @@ def test_kill_9_inside_group_commits_loses_and_duplicates_nothing(
         path.write_bytes(image_bytes(10_000 + i))
     hot.mkdir()
     conf = tmp_path / "syncd.toml"
-    conf.write_text(
+    write_private(
+        conf,
         config_text(
             emulator.base_url,
             [hot],
@@ -83,9 +84,8 @@ def test_kill_9_inside_group_commits_loses_and_duplicates_nothing(
             tags=["crash"],
             settle=0.0,
             concurrency=16,
-        )
+        ),
     )
-    conf.chmod(0o600)
     log, shm = tmp_path / "daemon.log", tmp_path / "state.db-shm"
     proc = start(conf, log)
     wait_until(lambda: alive(proc, log) and shm.exists(), 30, message="the daemon's database")

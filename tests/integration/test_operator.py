@@ -16,7 +16,7 @@ import pytest
 
 from syncd.emulator import EmulatorServer, Faults
 from tests.integration.conftest import Cli, wait_for_log
-from tests.support import config_text, wait_until, write_image
+from tests.support import config_text, wait_until, write_image, write_private
 
 
 @pytest.fixture
@@ -26,9 +26,7 @@ def conf_for(tmp_path: Path, emulator: EmulatorServer, hot: Path) -> Callable[..
     def make(**options: Any) -> Path:
         conf = tmp_path / "syncd.toml"
         text = config_text(emulator.base_url, [hot], tmp_path / "state.db", **options)
-        conf.write_text(text.replace(f'path = "{hot}"', f'path = "{hot.name}"'))
-        conf.chmod(0o600)
-        return conf
+        return write_private(conf, text.replace(f'path = "{hot}"', f'path = "{hot.name}"'))
 
     return make
 
@@ -127,8 +125,7 @@ def test_status_piped_is_not_cropped(cli: Cli, tmp_path: Path, emulator: Emulato
     deep = tmp_path / ("studio-" + "x" * 90) / "hot"
     deep.mkdir(parents=True)
     conf = tmp_path / "deep.toml"
-    conf.write_text(config_text(emulator.base_url, [deep], tmp_path / "deep.db"))
-    conf.chmod(0o600)  # it holds the key: a config open to others does not load
+    write_private(conf, config_text(emulator.base_url, [deep], tmp_path / "deep.db"))
     assert cli("sync", "-c", conf).returncode == 0
     cli.env.pop("COLUMNS", None)
     out = cli("status", "-c", conf).stdout
