@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from syncd.ledger import Ledger
+from syncd.admin import Admin
 from syncd.store import Store
 
 PER_DIR = 500
@@ -244,7 +244,7 @@ def state_at_rest(db: Path) -> dict[str, float]:
         src.backup(dst)
     later = time.time() + 3600
     store = Store.open(copy, clock=lambda: later)
-    Ledger(store, {}).prune(later - 30 * 86400)
+    Admin(store).prune(later - 30 * 86400)
     store.close()
     with contextlib.closing(sqlite3.connect(copy)) as conn:
         conn.execute("VACUUM")

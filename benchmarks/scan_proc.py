@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import rss_kb
+from syncd.admin import Admin
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import FolderConfig
@@ -26,15 +27,16 @@ def main() -> None:
     db, root = Path(sys.argv[1]), Path(sys.argv[2])
     store = Store.open(db)
     folder = FolderConfig(path=root)
-    ledger = Ledger(store, {folder.key: folder})
+    admin = Admin(store)
     client = AssetsClient("http://127.0.0.1:9", lambda: "unused")
     ctx = Context(
-        ledger,
+        Ledger(store, {folder.key: folder}),
         client,
         {folder.key: folder},
         {folder.key: Rules(folder.include, folder.exclude)},
         Breaker(),
         clock=time.time,
+        admin=admin,
     )
     sweeper = Sweeper(ctx)
     times = []
@@ -42,7 +44,7 @@ def main() -> None:
         start = time.perf_counter()
         report = sweeper.scan(folder)
         times.append(time.perf_counter() - start)
-    queued = ledger.outstanding()
+    queued = admin.outstanding()
     client.close()
     store.close()
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.

@@ -3,15 +3,15 @@
 Figures (counts by kind and state, what is outstanding), failures and held deletions,
 the read-only views the workflows need (an asset, its reference count, its files), and
 the operator's actions: approve held deletions, retry failures, prune old history.
-:class:`~syncd.ledger.Ledger` builds the domain transactions on top of this.
+The workflows' transactions are :class:`~syncd.ledger.Ledger`'s, a class of its own; the
+reference count both need has its one home here (:func:`references`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from syncd.config import FolderConfig
 from syncd.model import CLAIMABLE, Job, JobKind, JobState
 from syncd.store import Conn, Row, Store, row_to_job
 
@@ -33,12 +33,16 @@ _TO_HISTORY = (
 _DROP_FINISHED = "DELETE FROM jobs WHERE " + _FINISHED  # noqa: S608
 
 
+def references(conn: Conn, key: str) -> int:
+    """How many tracked files stand for the asset ``key``: the one count of references."""
+    return int(conn.execute("SELECT count(*) FROM files WHERE asset_key = ?", (key,)).fetchone()[0])
+
+
 class Admin:
     """Reads and operator actions over a :class:`Store`."""
 
-    def __init__(self, store: Store, folders: Mapping[str, FolderConfig]) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.folders = dict(folders)
 
     # -- reads -----------------------------------------------------------------------
 
@@ -52,14 +56,7 @@ class Admin:
         return bool(found)
 
     def refcount(self, key: str) -> int:
-        return self._refcount(self.store.conn(), key)
-
-    @staticmethod
-    def _refcount(conn: Conn, key: str) -> int:
-        """How many tracked files stand for the asset ``key``: the one count of references."""
-        return int(
-            conn.execute("SELECT count(*) FROM files WHERE asset_key = ?", (key,)).fetchone()[0]
-        )
+        return references(self.store.conn(), key)
 
     def uploaded_assets(self) -> Iterator[Row]:
         """Every asset with a remote asset_id (key, asset_id, tags), streamed."""

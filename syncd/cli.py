@@ -23,7 +23,7 @@ from syncd.cli_common import (
     load_config,
 )
 from syncd.cli_common import handled_errors as _errors
-from syncd.cli_common import open_ledger as _ledger
+from syncd.cli_common import open_state as _state
 
 if TYPE_CHECKING:
     from syncd.daemon import Daemon
@@ -126,14 +126,14 @@ def verify(config_path: Path | None, repair: bool, as_json: bool) -> None:
     with _errors():
         config = load_config(config_path)
         with (
-            _ledger(config) as ledger,
+            _state(config) as (admin, ledger),
             AssetsClient(
                 config.api.base_url,
                 require_api_key(config).reveal,
                 timeout=config.api.timeout_seconds,
             ) as client,
         ):
-            result = compare(ledger, client, repair=repair)
+            result = compare(ledger, admin, client, repair=repair)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:

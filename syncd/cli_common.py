@@ -12,13 +12,17 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from syncd import log
 from syncd.config import Config, find_config_path, load
 from syncd.errors import ConfigError, StoreError, SyncdError
+
+if TYPE_CHECKING:
+    from syncd.admin import Admin
+    from syncd.ledger import Ledger
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_STORE = 1, 2, 3
 
@@ -58,12 +62,14 @@ def load_config(config_path: Path | None) -> Config:
 
 
 @contextmanager
-def open_ledger(config: Config) -> Iterator[Any]:
+def open_state(config: Config) -> Iterator[tuple[Admin, Ledger]]:
+    """The state database (no lock) as (Admin, Ledger): operator actions, and records."""
+    from syncd.admin import Admin
     from syncd.ledger import Ledger
     from syncd.store import Store
 
     store = Store.open(config.state.path, lock=False)
     try:
-        yield Ledger(store, {f.key: f for f in config.folders})
+        yield Admin(store), Ledger(store, {f.key: f for f in config.folders})
     finally:
         store.close()

@@ -23,7 +23,7 @@ from syncd.cli_common import (
     config_option,
     handled_errors,
     load_config,
-    open_ledger,
+    open_state,
 )
 from syncd.config import Config
 
@@ -100,8 +100,8 @@ def retry(config_path: Path | None, paths: tuple[str, ...]) -> None:
     with handled_errors():
         config = load_config(config_path)
         wanted = tuple(p for path in paths for p in _path_forms(config, path))
-        with open_ledger(config) as ledger:
-            count = ledger.retry_failed(wanted)
+        with open_state(config) as (admin, _):
+            count = admin.retry_failed(wanted)
     if paths and not count:
         click.echo(f"syncd: no failed job matches {', '.join(paths)}", err=True)
         sys.exit(EXIT_FAILED)
@@ -176,12 +176,12 @@ def _decide(config_path: Path | None, sel: tuple[Any, ...], *, reject: bool) -> 
         config = load_config(config_path)
         folder_key = _folder_key(config, sel[0])
         selection = steer.Selection(folder_key, sel[1], sel[2])
-        with open_ledger(config) as ledger:
-            ids = [item["id"] for item in steer.held(ledger.store, selection)]
-            count = steer.release(ledger.store, ids, reject=reject)
+        with open_state(config) as (admin, _):
+            ids = [item["id"] for item in steer.held(admin.store, selection)]
+            count = steer.release(admin.store, ids, reject=reject)
             accepted: list[str] = []
             if not reject and not selection.narrow:
-                _, accepted = ledger.approve_deletes(folder_key)
+                _, accepted = admin.approve_deletes(folder_key)
     verb = "rejected" if reject else "approved"
     if not count and not accepted:
         click.echo(f"syncd: no held deletion matches; nothing {verb}", err=True)
@@ -314,8 +314,8 @@ def rescan(config_path: Path | None, folder: str | None) -> None:
     with handled_errors():
         config = load_config(config_path)
         key = _folder_key(config, folder)
-        with open_ledger(config) as ledger:
-            store = ledger.store
+        with open_state(config) as (admin, _):
+            store = admin.store
             holder = report.holder(store, now=time.time(), stale_after=3 * Timers().heartbeat)
             if not holder["running"] or holder.get("role") == "sync":
                 click.echo(

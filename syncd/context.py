@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from syncd import plan, scanner
+from syncd.admin import Admin
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import FolderConfig
@@ -42,7 +43,11 @@ AUTH_RETRY_SECONDS = 30.0
 
 @dataclass
 class Context:
-    """What the workflows share; built once by the daemon."""
+    """What the workflows share; built once by the daemon.
+
+    ``ledger`` records what the workflows do; ``admin`` answers their lookups (an asset,
+    its files, its reference count) and the daemon's figures and pruning.
+    """
 
     ledger: Ledger
     client: AssetsClient
@@ -51,6 +56,7 @@ class Context:
     breaker: Breaker
     identity_tag: bool = True
     clock: Callable[[], float] = field(kw_only=True)
+    admin: Admin = field(kw_only=True)
     late: plan.LateAnswers = field(default_factory=plan.LateAnswers, kw_only=True)
     rand: Callable[[], float] = field(default=random.random, kw_only=True)
     #: Uploads created claimed by the hash workers, for the API workers (None: none).

@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from syncd import beacon, summary
+from syncd.admin import Admin
 from syncd.alerts import Alerts
 from syncd.api import AssetsClient
 from syncd.archive import AfterUpload
@@ -149,6 +150,7 @@ class Daemon:
             Breaker(),
             identity_tag=self.config.api.identity_tag,
             clock=self.clock,
+            admin=Admin(self.store),
             rand=random.random,
             late=LateAnswers(
                 self.config.api.timeout_seconds,
@@ -205,7 +207,7 @@ class Daemon:
                 self.config.notify.command, min_interval=self.config.notify.min_interval_seconds
             )
             self.alerts.start()
-        self._held = self.ctx.ledger.counts().get("delete", {}).get("held", 0)
+        self._held = self.ctx.admin.counts().get("delete", {}).get("held", 0)
 
     def start_threads(self, *, watch: bool = True) -> None:
         self._spawn("syncd-scanner", self._index_then_scan)
@@ -321,7 +323,7 @@ class Daemon:
             return
         self._next_prune = time.monotonic() + PRUNE_EVERY
         assert self.ctx is not None
-        removed = self.ctx.ledger.prune(before=self.clock() - PRUNE_AFTER)
+        removed = self.ctx.admin.prune(before=self.clock() - PRUNE_AFTER)
         if removed:
             log.info("queue.pruned", jobs=removed)
 
@@ -339,7 +341,7 @@ class Daemon:
     def _watch_held(self) -> None:
         """Say when more deletions are held than before (the notify command hears it)."""
         assert self.ctx is not None
-        held = self.ctx.ledger.counts().get("delete", {}).get("held", 0)
+        held = self.ctx.admin.counts().get("delete", {}).get("held", 0)
         if held > self._held:
             log.warning("deletions.held", count=held, new=held - self._held)
         self._held = held
@@ -361,7 +363,7 @@ class Daemon:
     def status_line(self) -> str:
         if self.ctx is None:
             return "starting"
-        counts = self.ctx.ledger.counts()
+        counts = self.ctx.admin.counts()
         up = counts.get("upload", {})
         pending = up.get("pending", 0) + up.get("uploading", 0)
         failed = sum(c.get("failed", 0) for c in counts.values())
@@ -408,7 +410,7 @@ class Daemon:
         assert self.store is not None and self.ctx is not None
         try:
             if self.store.get_meta("library_indexed") is None:
-                count = index_library(self.ctx.ledger, self.ctx.client)
+                count = index_library(self.ctx.ledger, self.ctx.admin, self.ctx.client)
                 log.info("library.indexed", assets=count)
         except AuthError as exc:
             self.ctx.breaker.auth_rejected(self.clock(), str(exc))
@@ -544,7 +546,7 @@ class Daemon:
     ) -> str | None:
         """Work until nothing is due; why it stopped early (signal, key, timeout) or None."""
         assert self.ctx is not None
-        total = max(1, self.ctx.ledger.outstanding())
+        total = max(1, self.ctx.admin.outstanding())
         last_beat = 0.0
         while not self.stopping.is_set():
             if time.monotonic() >= deadline:
@@ -552,7 +554,7 @@ class Daemon:
             if self.ctx.breaker.auth_rejected_since is not None:
                 log.error("sync.key_rejected", error=self.ctx.breaker.state.last_error)
                 return "key"
-            left = self.ctx.ledger.outstanding()
+            left = self.ctx.admin.outstanding()
             total = max(total, left)
             if progress:
                 progress(total - left, total)

@@ -31,7 +31,7 @@ class DedupeWorkflow:
     def run(self, job: Job) -> None:
         ctx = self.ctx
         assert job.asset_key is not None
-        asset = ctx.ledger.asset(job.asset_key)
+        asset = ctx.admin.asset(job.asset_key)
         kept = asset["asset_id"] if asset is not None else None
         if asset is None or kept is None or not ctx.identity_tag:
             ctx.ledger.store.transition(job, JobState.DONE, reason="no asset to compare with")
@@ -46,7 +46,7 @@ class DedupeWorkflow:
             ]
             removed = 0
             if len(copies) > 1 and kept in {asset_id for _created, asset_id in copies}:
-                removed = remove_duplicates(ctx.ledger, ctx.client, copies, kept)
+                removed = remove_duplicates(ctx.admin, ctx.client, copies, kept)
         except ApiError as exc:
             api_retry(ctx, job, exc, "dedupe.retry", asset_id=kept)
             return

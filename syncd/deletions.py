@@ -62,7 +62,7 @@ class DeleteWorkflow:
         assert job.asset_key is not None
         if ctx.ledger.delete_cancelled_if_used(job):
             return None
-        asset = ctx.ledger.asset(job.asset_key)
+        asset = ctx.admin.asset(job.asset_key)
         if asset is None or not asset["asset_id"]:
             ctx.ledger.delete_done(job)
             return None

@@ -150,7 +150,7 @@ class Tour:
 
     def idle(self) -> bool:
         ctx = self.daemon.ctx
-        return ctx is not None and ctx.ledger.outstanding() == 0 and self.daemon.busy == 0
+        return ctx is not None and ctx.admin.outstanding() == 0 and self.daemon.busy == 0
 
     def wait(self, done: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + PHASE_TIMEOUT
@@ -263,7 +263,7 @@ def _remote(tour: Tour) -> dict[str, Any]:
 
 def _tracked(tour: Tour) -> int:
     ctx = tour.daemon.ctx
-    return 0 if ctx is None else int(ctx.ledger.summary()["tracked_files"])
+    return 0 if ctx is None else int(ctx.admin.summary()["tracked_files"])
 
 
 def _summary(tour: Tour) -> None:

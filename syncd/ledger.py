@@ -8,11 +8,11 @@ same transaction as the job's end. Job states change only through ``Store.move``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from syncd import plan
-from syncd.admin import Admin
+from syncd.admin import references
 from syncd.config import FolderConfig
 from syncd.model import (
     CLAIMABLE,
@@ -26,7 +26,7 @@ from syncd.model import (
     asset_key,
     identity_tag,
 )
-from syncd.store import Conn
+from syncd.store import Conn, Store
 from syncd.tags import asset_name
 
 S = JobState
@@ -47,8 +47,18 @@ class Linked:
     upload: Job | None = None
 
 
-class Ledger(Admin):
-    """Domain transactions over a :class:`Store`, with each folder's deletion policy."""
+class Ledger:
+    """Domain transactions over a :class:`Store`, with each folder's deletion policy.
+
+    Reads and operator actions are :class:`~syncd.admin.Admin`'s; the two share a store.
+    """
+
+    #: How many files use an asset: the one count of references (:func:`admin.references`).
+    _refcount = staticmethod(references)
+
+    def __init__(self, store: Store, folders: Mapping[str, FolderConfig]) -> None:
+        self.store = store
+        self.folders = dict(folders)
 
     # -- events and enqueueing -------------------------------------------------------
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import structlog
 
+from syncd.admin import Admin
 from syncd.api import LIST_PATH, PAGE_SIZE, AssetsClient
 from syncd.errors import NotFound, TransientError
-from syncd.ledger import Ledger
 from syncd.model import RemoteAsset
 
 log = structlog.get_logger(__name__)
@@ -106,7 +106,7 @@ class _Pass:
 
 
 def remove_duplicates(
-    ledger: Ledger, client: AssetsClient, copies: Iterable[tuple[str, str]], keep: str | None
+    admin: Admin, client: AssetsClient, copies: Iterable[tuple[str, str]], keep: str | None
 ) -> int:
     """Delete all but one of syncd's own copies of one (content, tags, name); how many went.
 
@@ -117,11 +117,11 @@ def remove_duplicates(
     records), else the oldest. A copy already gone counts.
     """
     ids = [asset_id for _created, asset_id in sorted(copies)]
-    kept = keep if keep in ids else next((i for i in ids if ledger.records(i)), ids[0])
-    return remove_copies(ledger, client, [(i, kept) for i in ids if i != kept])
+    kept = keep if keep in ids else next((i for i in ids if admin.records(i)), ids[0])
+    return remove_copies(admin, client, [(i, kept) for i in ids if i != kept])
 
 
-def remove_copies(ledger: Ledger, client: AssetsClient, pairs: Iterable[tuple[str, str]]) -> int:
+def remove_copies(admin: Admin, client: AssetsClient, pairs: Iterable[tuple[str, str]]) -> int:
     """Delete each (copy, kept) pair's copy, log it and count it; a copy already gone counts.
 
     A copy the state database records, under whatever key, is an asset of its own and is
@@ -129,7 +129,7 @@ def remove_copies(ledger: Ledger, client: AssetsClient, pairs: Iterable[tuple[st
     """
     removed = 0
     for asset_id, kept in pairs:
-        if ledger.records(asset_id):
+        if admin.records(asset_id):
             log.info("library.duplicate_kept", asset_id=asset_id, kept=kept,
                      reason="the state database records it")  # fmt: skip
             continue
@@ -138,5 +138,5 @@ def remove_copies(ledger: Ledger, client: AssetsClient, pairs: Iterable[tuple[st
         removed += 1
         log.warning("library.duplicate_removed", asset_id=asset_id, kept=kept)
     if removed:
-        ledger.duplicates_removed(removed)
+        admin.duplicates_removed(removed)
     return removed

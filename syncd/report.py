@@ -25,9 +25,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from syncd import beacon
+from syncd.admin import Admin
 from syncd.config import Config, FolderConfig
 from syncd.departures import Departures
-from syncd.ledger import Ledger
 from syncd.lifecycle import Lifecycle
 from syncd.model import FINISHED, TRANSITIONS, Job, JobKind, JobState
 from syncd.store import Store
@@ -61,9 +61,10 @@ def gather(
     store: Store, folders: Sequence[FolderConfig], *, now: float, stale_after: float
 ) -> Status:
     """The status as plain JSON-able values; ``stale_after`` seconds make a heartbeat old."""
-    ledger = Ledger(store, {f.key: f for f in folders})
-    summary = ledger.summary()
-    counts = ledger.counts()
+    admin = Admin(store)
+    by_key = {f.key: f for f in folders}
+    summary = admin.summary()
+    counts = admin.counts()
     rejected = _epoch(store.get_meta("auth_rejected_since"))
     return {
         "state_path": str(store.path),
@@ -79,17 +80,17 @@ def gather(
         "duplicates_removed": summary["duplicates_removed"],
         "held_deletions": {
             "count": counts.get(str(JobKind.DELETE), {}).get(str(JobState.HELD), 0),
-            "items": [_held(ledger, job) for job in ledger.held(limit=HELD_SHOWN)],
+            "items": [_held(admin, job) for job in admin.held(limit=HELD_SHOWN)],
         },
         "failures": {
             "count": sum(c.get(str(JobState.FAILED), 0) for c in counts.values()),
-            "items": [_failure(ledger, job) for job in ledger.failures(limit=FAILURES_SHOWN)],
+            "items": [_failure(admin, job) for job in admin.failures(limit=FAILURES_SHOWN)],
         },
         "last_upload": _iso(_epoch(store.get_meta("last_upload"))),
         "api_key": {"rejected": rejected is not None, "rejected_since": _iso(rejected)},
         "folders": [_folder(store, folder) for folder in folders],
-        "remote": Lifecycle(store, ledger.folders).summary(REMOTE_SHOWN),
-        "after_upload": _after_upload(Departures(store, ledger.folders), now),
+        "remote": Lifecycle(store, by_key).summary(REMOTE_SHOWN),
+        "after_upload": _after_upload(Departures(store, by_key), now),
     }
 
 
@@ -178,8 +179,8 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _asset_name(ledger: Ledger, job: Job) -> tuple[str | None, list[str]]:
-    asset = ledger.asset(job.asset_key) if job.asset_key else None
+def _asset_name(admin: Admin, job: Job) -> tuple[str | None, list[str]]:
+    asset = admin.asset(job.asset_key) if job.asset_key else None
     if asset is None:
         return None, []
     return asset["name"], list(_tags(asset["tags"]))
@@ -193,8 +194,8 @@ def _tags(text: str) -> Sequence[str]:
     return [str(t) for t in tags] if isinstance(tags, list) else []
 
 
-def _held(ledger: Ledger, job: Job) -> dict[str, Any]:
-    name, tags = _asset_name(ledger, job)
+def _held(admin: Admin, job: Job) -> dict[str, Any]:
+    name, tags = _asset_name(admin, job)
     return {
         "folder": job.folder,
         "name": name,
@@ -204,12 +205,12 @@ def _held(ledger: Ledger, job: Job) -> dict[str, Any]:
     }
 
 
-def _failure(ledger: Ledger, job: Job) -> dict[str, Any]:
+def _failure(admin: Admin, job: Job) -> dict[str, Any]:
     """A failed job by the path people know; an asset job borrows a file of its asset."""
-    name, _ = _asset_name(ledger, job)
+    name, _ = _asset_name(admin, job)
     path = job.relpath
     if path is None and job.asset_key:
-        files = ledger.files_for_asset(job.asset_key, limit=1)
+        files = admin.files_for_asset(job.asset_key, limit=1)
         path = files[0]["relpath"] if files else None
     return {
         "kind": str(job.kind),

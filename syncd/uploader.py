@@ -230,8 +230,8 @@ class UploadWorkflow:
     def run(self, job: Job) -> None:
         ctx = self.ctx
         assert job.asset_key is not None
-        asset = ctx.ledger.asset(job.asset_key)
-        if asset is None or not ctx.ledger.refcount(job.asset_key):
+        asset = ctx.admin.asset(job.asset_key)
+        if asset is None or not ctx.admin.refcount(job.asset_key):
             self._unneeded(job, asset)
             return
         if asset["asset_id"]:
@@ -289,14 +289,14 @@ class UploadWorkflow:
     def _configured_copy(self, job: Job) -> bool:
         """Whether a file of this asset still sits in a folder of the current config."""
         assert job.asset_key is not None
-        rows = self.ctx.ledger.files_for_asset(job.asset_key, limit=100)
+        rows = self.ctx.admin.files_for_asset(job.asset_key, limit=100)
         return not rows or any(row["folder"] in self.ctx.folders for row in rows)
 
     def _read_source(self, job: Job, sha: str) -> tuple[FolderConfig, str, bytes] | None:
         """The bytes of a tracked copy whose hash still matches; stale copies are re-queued."""
         ctx = self.ctx
         assert job.asset_key is not None
-        for row in ctx.ledger.files_for_asset(job.asset_key):
+        for row in ctx.admin.files_for_asset(job.asset_key):
             folder = ctx.folders.get(row["folder"])
             if folder is None:
                 continue
@@ -391,7 +391,7 @@ class UploadWorkflow:
         kept = min(copies, key=lambda remote: (remote.created_at, remote.asset_id))
         if len(copies) > 1:
             pairs = [(remote.created_at, remote.asset_id) for remote in copies]
-            remove_duplicates(ctx.ledger, ctx.client, pairs, kept.asset_id)
+            remove_duplicates(ctx.admin, ctx.client, pairs, kept.asset_id)
         log.info("upload.adopt", asset_id=kept.asset_id, name=name)
         return kept
 

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
+from syncd.admin import Admin
 from syncd.api import AssetsClient
 from syncd.errors import NotFound
 from syncd.ledger import Ledger
@@ -78,7 +79,9 @@ def short_key(key: str) -> str:
     return json.dumps([sha[:32], tags], separators=(",", ":"))
 
 
-def verify(ledger: Ledger, client: AssetsClient, *, repair: bool = False) -> Verification:
+def verify(
+    ledger: Ledger, admin: Admin, client: AssetsClient, *, repair: bool = False
+) -> Verification:
     """Read the whole library and the store's uploaded assets once each; compare.
 
     With ``repair``: missing assets are uploaded again, and of syncd's own duplicates (the
@@ -92,7 +95,7 @@ def verify(ledger: Ledger, client: AssetsClient, *, repair: bool = False) -> Ver
         key = remote_key(asset)
         if key is not None:
             remote[key].append((asset.created_at, asset.asset_id, asset.name))
-    local = {short_key(row["key"]): row for row in ledger.uploaded_assets()}
+    local = {short_key(row["key"]): row for row in admin.uploaded_assets()}
     result.checked_local = len(local)
     for key, row in local.items():
         ids = [asset_id for _created, asset_id, _name in remote.get(key, [])]
@@ -102,9 +105,9 @@ def verify(ledger: Ledger, client: AssetsClient, *, repair: bool = False) -> Ver
         if repair and ids:
             # Another copy of ours is there: record it rather than upload a third.
             oldest = min(remote[key])[1]
-            ledger.relink(row["key"], oldest)
+            admin.relink(row["key"], oldest)
             local[key] = {**row, "asset_id": oldest}
-        elif repair and ledger.refcount(row["key"]):
+        elif repair and admin.refcount(row["key"]):
             ledger.reupload(row["key"])
             result.requeued += 1
     for key, found in remote.items():
@@ -112,7 +115,7 @@ def verify(ledger: Ledger, client: AssetsClient, *, repair: bool = False) -> Ver
         for copies in _by_name(found):
             result.duplicates.setdefault(key, []).extend(i for _created, i in copies)
             if repair:
-                result.removed += remove_duplicates(ledger, client, copies, keep)
+                result.removed += remove_duplicates(admin, client, copies, keep)
         if key not in local:
             result.unknown.extend(asset_id for _created, asset_id, _name in found)
     return result
@@ -146,7 +149,12 @@ def _ours(assets: Iterable[RemoteAsset]) -> Iterator[tuple[str, tuple[str, ...],
 
 
 def index_library(
-    ledger: Ledger, client: AssetsClient, *, batch: int = 1000, figures: ReadFigures | None = None
+    ledger: Ledger,
+    admin: Admin,
+    client: AssetsClient,
+    *,
+    batch: int = 1000,
+    figures: ReadFigures | None = None,
 ) -> int:
     """Record every asset of the library that carries an identity tag; streamed, batched.
 
@@ -164,7 +172,7 @@ def index_library(
         _forget(names, pairs)
         total += len(chunk)
     copies = [pair for pair in pairs if _same_name(client, names, *pair)]
-    removed = remove_copies(ledger, client, copies)
+    removed = remove_copies(admin, client, copies)
     now = str(ledger.store.clock())
     if total:
         ledger.store.set_meta("library_rebuilt", now)

@@ -59,7 +59,7 @@ class Running:
 
     def idle(self) -> bool:
         assert self.daemon.ctx is not None
-        return self.daemon.ctx.ledger.outstanding() == 0 and self.daemon.busy == 0
+        return self.daemon.ctx.admin.outstanding() == 0 and self.daemon.busy == 0
 
     def alive(self) -> bool:
         """The main loop and every worker thread still running: no fault may end them."""

@@ -119,7 +119,7 @@ def test_root_renamed_away_holds_and_resumes_when_it_returns(
     converge(run, want)
     wait_until(lambda: folder_status(run, hot)["health"] == "ok", 10, message="healthy again")
     assert deletes(emulator) == 0
-    assert run.daemon.ctx is not None and run.daemon.ctx.ledger.summary()["tracked_files"] == 4
+    assert run.daemon.ctx is not None and run.daemon.ctx.admin.summary()["tracked_files"] == 4
     finish(run, fault_report, want, "root renamed away and back: 0 deletes")
 
 
@@ -136,7 +136,7 @@ def test_mount_point_left_empty_deletes_nothing_until_approved(
     (folder,) = shown["folders"]
     assert folder["health"] == "guarded" and "empty" in folder["reason"]
     assert run.idle() and deletes(emulator) == 0 and len(emulator.assets()) == 4
-    assert run.daemon.ctx is not None and run.daemon.ctx.ledger.summary()["tracked_files"] == 4
+    assert run.daemon.ctx is not None and run.daemon.ctx.admin.summary()["tracked_files"] == 4
 
     cli(run, "approve-deletes")
     converge(run, set())

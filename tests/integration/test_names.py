@@ -99,12 +99,12 @@ def test_two_names_of_one_image_survive_every_duplicate_healing(
 
     late = _copy(emulator, data, both["b"])
     assert run.daemon.ctx is not None
-    ledger, client = run.daemon.ctx.ledger, run.daemon.ctx.client
-    found = verify(ledger, client)
+    ledger, admin, client = run.daemon.ctx.ledger, run.daemon.ctx.admin, run.daemon.ctx.client
+    found = verify(ledger, admin, client)
     assert [sorted(ids) for ids in found.duplicates.values()] == [
         sorted([both["b"]["asset_id"], late])
     ]
-    assert verify(ledger, client, repair=True).removed == 1
+    assert verify(ledger, admin, client, repair=True).removed == 1
     assert {a["asset_id"] for a in emulator.assets()} == mine, "verify --repair"
 
     late = _copy(emulator, data, both["a"])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd.admin import Admin
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import Config, load
@@ -38,7 +39,8 @@ def sweeping(config: Config) -> Iterator[tuple[Store, Sweeper]]:
     folders = {f.key: f for f in config.folders}
     rules = {f.key: Rules(f.include, f.exclude) for f in config.folders}
     client = AssetsClient(config.api.base_url, lambda: "unused")
-    ctx = Context(Ledger(store, folders), client, folders, rules, Breaker(), clock=time.time)
+    ctx = Context(Ledger(store, folders), client, folders, rules, Breaker(), clock=time.time,
+                  admin=Admin(store))  # fmt: skip
     try:
         yield store, Sweeper(ctx)
     finally:

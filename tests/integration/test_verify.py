@@ -28,7 +28,7 @@ def test_an_agreeing_library_verifies_clean(start_daemon, hot: Path) -> None:
         write_image(hot / "v" / f"{i}.jpg", 300 + i)
     run.wait_assets(3)
     assert run.daemon.ctx is not None
-    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.client)
+    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.admin, run.daemon.ctx.client)
     assert result.ok, result.as_dict()
     assert (result.checked_local, result.checked_remote) == (3, 3)
 
@@ -44,12 +44,12 @@ def test_an_asset_deleted_by_hand_is_found_missing_and_repaired(start_daemon, ho
     )
     assert answer.status_code == 204
     assert run.daemon.ctx is not None
-    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.client, repair=True)
+    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.admin, run.daemon.ctx.client, repair=True)
     assert result.missing == [asset["asset_id"]] and result.requeued == 1
     (again,) = wait_until(run.assets, message="the asset uploaded again")
     assert again["sha256"] == asset["sha256"] and again["asset_id"] != asset["asset_id"]
     wait_until(run.idle, message="idle")
-    assert verify(run.daemon.ctx.ledger, run.daemon.ctx.client).ok
+    assert verify(run.daemon.ctx.ledger, run.daemon.ctx.admin, run.daemon.ctx.client).ok
 
 
 def test_our_assets_the_store_does_not_know_are_reported(start_daemon, hot, emulator) -> None:
@@ -67,7 +67,7 @@ def test_our_assets_the_store_does_not_know_are_reported(start_daemon, hot, emul
     )
     assert answer.status_code == 201
     assert run.daemon.ctx is not None
-    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.client)
+    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.admin, run.daemon.ctx.client)
     assert result.unknown == [answer.json()["asset_id"]] and not result.missing
 
 
@@ -147,7 +147,7 @@ def test_an_asset_uploaded_after_the_listing_is_not_missing(start_daemon, hot: P
         run.config.api.base_url, require_api_key(run.config), transport=transport
     ) as client:
         assert run.daemon.ctx is not None
-        result = verify(run.daemon.ctx.ledger, client, repair=True)
+        result = verify(run.daemon.ctx.ledger, run.daemon.ctx.admin, client, repair=True)
     assert (result.missing, result.requeued) == ([], 0)
     assert result.checked_local == 2
     wait_until(run.idle, message="idle")
@@ -204,18 +204,18 @@ def test_duplicates_are_reported_and_repair_keeps_the_recorded_copy(
     plain = _post_copy(emulator, data, ["studio", "d"], "a")
     other_tags = _post_copy(emulator, data, [*asset["tags"], "more"], "a")
     assert run.daemon.ctx is not None
-    ledger, client = run.daemon.ctx.ledger, run.daemon.ctx.client
-    found = verify(ledger, client)
+    ledger, admin, client = run.daemon.ctx.ledger, run.daemon.ctx.admin, run.daemon.ctx.client
+    found = verify(ledger, admin, client)
     assert [sorted(ids) for ids in found.duplicates.values()] == [
         sorted([asset["asset_id"], *extra])
     ]
     assert found.removed == 0 and len(emulator.assets()) == 5
-    repaired = verify(ledger, client, repair=True)
+    repaired = verify(ledger, admin, client, repair=True)
     assert repaired.removed == 2
     left = {a["asset_id"] for a in emulator.assets()}
     assert left == {asset["asset_id"], plain, other_tags}
-    assert ledger.summary()["duplicates_removed"] == 2
-    assert not verify(ledger, client).duplicates
+    assert admin.summary()["duplicates_removed"] == 2
+    assert not verify(ledger, admin, client).duplicates
 
 
 def test_a_whole_library_read_under_churn_misses_none_of_ours(emulator) -> None:
@@ -262,19 +262,20 @@ def test_repair_records_a_copy_of_a_lost_asset_instead_of_uploading_it(
     assert answer.status_code == 204
     assert run.daemon.ctx is not None
     posts = emulator.stats()["requests"]["POST /v1/training-asset"]
-    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.client, repair=True)
+    result = verify(run.daemon.ctx.ledger, run.daemon.ctx.admin, run.daemon.ctx.client, repair=True)
     assert result.missing == [asset["asset_id"]] and result.requeued == 0
     assert run.daemon.store is not None
     assert run.daemon.store.query("SELECT asset_id FROM assets")[0]["asset_id"] == copy
     wait_until(run.idle)
     assert emulator.stats()["requests"]["POST /v1/training-asset"] == posts
-    assert verify(run.daemon.ctx.ledger, run.daemon.ctx.client).ok
+    assert verify(run.daemon.ctx.ledger, run.daemon.ctx.admin, run.daemon.ctx.client).ok
 
 
 def test_repair_never_deletes_an_asset_the_store_records_under_another_key(
     emulator, tmp_path: Path
 ) -> None:
     """Two same-name copies, each recorded under its own key: reported, neither deleted."""
+    from syncd.admin import Admin
     from syncd.ledger import Ledger
     from syncd.model import asset_key
     from syncd.store import Store
@@ -294,7 +295,7 @@ def test_repair_never_deletes_an_asset_the_store_records_under_another_key(
                     (key, sha, '["studio"]', "x", asset_id),
                 )
         with AssetsClient(emulator.base_url, lambda: "test-key") as client:
-            result = verify(Ledger(store, {}), client, repair=True)
+            result = verify(Ledger(store, {}), Admin(store), client, repair=True)
     finally:
         store.close()
     assert [sorted(ids) for ids in result.duplicates.values()] == [sorted([first, second])]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd.admin import Admin
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import FolderConfig
@@ -115,7 +116,8 @@ def test_a_stop_puts_unstarted_claims_back_as_they_were(ledger: Ledger) -> None:
     store = ledger.store
     handoff = Handoff(4)
     ctx = Context(ledger, AssetsClient("http://127.0.0.1:9", lambda: "unused"),
-                  ledger.folders, {}, Breaker(), clock=store.clock, handoff=handoff)  # fmt: skip
+                  ledger.folders, {}, Breaker(), clock=store.clock, admin=Admin(store),
+                  handoff=handoff)  # fmt: skip
     workers = Workers(ctx, {}, stopping=threading.Event(), indexed=threading.Event(),
                       clock=store.clock, claim_batch={FILE_KINDS: 3})  # fmt: skip
     ledger.enqueue_paths(ROOT, ["a.jpg", "b.jpg", "c.jpg"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd.admin import Admin
 from syncd.config import FolderConfig
 from syncd.ledger import Ledger
 from syncd.model import EventKind, FileStat, FsEvent, Job, JobKind, JobState, RemoteAsset
@@ -24,6 +25,12 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     folder = FolderConfig(path=Path(ROOT), max_deletes=3, delete_grace_seconds=30)
     yield Ledger(store, {ROOT: folder})
     store.close()
+
+
+@pytest.fixture
+def admin(ledger: Ledger) -> Admin:
+    """The operator's side of the same store."""
+    return Admin(ledger.store)
 
 
 def stat(inode: int = 1, size: int = 10) -> FileStat:
@@ -133,7 +140,7 @@ def test_a_file_gone_before_its_upload_cancels_the_upload(ledger: Ledger) -> Non
     assert ledger.store.query("SELECT * FROM assets WHERE sha256 = ?", (SHA_A,)) == []
 
 
-def test_a_burst_over_max_deletes_holds_them_all(ledger: Ledger) -> None:
+def test_a_burst_over_max_deletes_holds_them_all(ledger: Ledger, admin: Admin) -> None:
     """More than max_deletes releases in a folder are held until approved."""
     for i in range(5):
         link(ledger, f"{i}.jpg", f"{i}" * 64, inode=i + 1)
@@ -141,8 +148,8 @@ def test_a_burst_over_max_deletes_holds_them_all(ledger: Ledger) -> None:
     for i in range(5):
         gone(ledger, f"{i}.jpg")
     assert states(ledger, JobKind.DELETE) == ["held"] * 5
-    assert len(ledger.held()) == 5
-    assert ledger.approve_deletes() == (5, [])
+    assert len(admin.held()) == 5
+    assert admin.approve_deletes() == (5, [])
     assert states(ledger, JobKind.DELETE) == ["waiting"] * 5
 
 
@@ -177,12 +184,12 @@ def test_mirror_deletes_off_keeps_the_remote_asset(tmp_path: Path) -> None:
     store.close()
 
 
-def test_failed_jobs_are_retried_on_request(ledger: Ledger) -> None:
+def test_failed_jobs_are_retried_on_request(ledger: Ledger, admin: Admin) -> None:
     """`syncd retry` puts failed jobs back in the queue."""
     ledger.enqueue_paths(ROOT, ["bad.jpg"])
     ledger.file_failed(claim(ledger, JobKind.FILE, later=5), stat(), None, "not an image")
-    assert [j.reason for j in ledger.failures()] == ["not an image"]
-    assert ledger.retry_failed(["bad.jpg"]) == 1
+    assert [j.reason for j in admin.failures()] == ["not an image"]
+    assert admin.retry_failed(["bad.jpg"]) == 1
     assert states(ledger, JobKind.FILE) == [str(JobState.PENDING)]
 
 
@@ -272,11 +279,11 @@ def test_a_delete_is_cancelled_only_while_the_asset_is_used(ledger: Ledger) -> N
     assert states(ledger, JobKind.DELETE) == ["deleting"]
 
 
-def test_approve_accepts_guarded_roots_only(ledger: Ledger) -> None:
+def test_approve_accepts_guarded_roots_only(ledger: Ledger, admin: Admin) -> None:
     """A root missing right now is never approved: its guard stays on for when it returns."""
     ledger.store.set_folder("/missing", health="unavailable", reason="missing")
     ledger.store.set_folder(ROOT, health="guarded", reason="root is empty")
-    assert ledger.approve_deletes() == (0, [ROOT])
+    assert admin.approve_deletes() == (0, [ROOT])
     assert (ledger.store.folder_row("/missing") or {})["approved"] == 0
     assert (ledger.store.folder_row(ROOT) or {})["approved"] == 1
 
@@ -291,19 +298,21 @@ def test_a_path_being_hashed_is_not_claimed_twice(ledger: Ledger) -> None:
     assert claim(ledger, JobKind.FILE, later=5).relpath == "a.jpg"
 
 
-def test_prune_keeps_the_history_reconciliation_needs(ledger: Ledger) -> None:
+def test_prune_keeps_the_history_reconciliation_needs(ledger: Ledger, admin: Admin) -> None:
     """Old finished jobs go, except a cancelled upload that may have sent a POST."""
     link(ledger, "a.jpg", SHA_A)
     ledger.retry_later(claim(ledger, JobKind.UPLOAD), 0, "OutcomeUnknown")
     gone(ledger, "a.jpg")
     # The worker looked, found nothing, and cancelled it.
     assert ledger.upload_cancelled(claim(ledger, JobKind.UPLOAD), "no file needs this asset now")
-    removed = ledger.prune(before=ledger.store.clock() + 1)
+    removed = admin.prune(before=ledger.store.clock() + 1)
     left = ledger.store.query("SELECT kind, state FROM jobs")
     assert removed == 2 and left == [{"kind": "upload", "state": "cancelled"}]
 
 
-def test_finished_jobs_move_to_a_compact_history_kept_by_count(ledger: Ledger) -> None:
+def test_finished_jobs_move_to_a_compact_history_kept_by_count(
+    ledger: Ledger, admin: Admin
+) -> None:
     """After a while finished jobs leave the queue for the history, which keeps the newest."""
     for i in range(4):
         link(ledger, f"{i}.jpg", str(i) * 64)
@@ -311,15 +320,15 @@ def test_finished_jobs_move_to_a_compact_history_kept_by_count(ledger: Ledger) -
     clock = ledger.store.clock
     assert isinstance(clock, FakeClock)
     clock.now += 3600
-    moved = ledger.prune(before=clock.now - 30 * 86400, keep=5)
+    moved = admin.prune(before=clock.now - 30 * 86400, keep=5)
     assert moved == 8
     assert ledger.store.query("SELECT count(*) AS n FROM jobs")[0]["n"] == 0
     kept = ledger.store.query("SELECT kind, state FROM job_history ORDER BY id")
     assert len(kept) == 5 and kept[-1] == {"kind": "upload", "state": "done"}
 
 
-def test_recently_finished_jobs_stay_in_the_queue(ledger: Ledger) -> None:
+def test_recently_finished_jobs_stay_in_the_queue(ledger: Ledger, admin: Admin) -> None:
     """A job finished minutes ago is still seen in the queue as it ended."""
     link(ledger, "a.jpg", SHA_A)
-    assert ledger.prune(before=ledger.store.clock() - 30 * 86400) == 0
+    assert admin.prune(before=ledger.store.clock() - 30 * 86400) == 0
     assert states(ledger, JobKind.FILE) == ["done"]

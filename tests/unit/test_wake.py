@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd.admin import Admin
 from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import FolderConfig
@@ -48,7 +49,7 @@ def test_a_queued_upload_wakes_an_idle_api_worker(store: Store) -> None:
     folder = FolderConfig(path=Path(ROOT))
     client = AssetsClient("http://127.0.0.1:9", lambda: "unused")
     ctx = Context(Ledger(store, {ROOT: folder}), client, {ROOT: folder}, {}, Breaker(),
-                  clock=store.clock)  # fmt: skip
+                  clock=store.clock, admin=Admin(store))  # fmt: skip
     workers = Workers(ctx, {}, stopping=threading.Event(), indexed=threading.Event(),
                       clock=store.clock)  # fmt: skip
     with workers.wake:
