@@ -18,7 +18,8 @@ Tables:
 * ``folders``: per hot folder, the device its root was on and its health.
 * ``meta``: key/value facts (the API key rejected since, last upload, ...).
 * ``job_history``: finished jobs in a compact form (no indexes), moved out of ``jobs``
-  by the hourly prune and kept by count as well as by age.
+  by the hourly prune and kept by count as well as by age; a plain success (a file
+  linked, an asset uploaded) is not copied there (``admin.prune``).
 * ``departures``: files leaving a hot folder after their upload (``after_upload``):
   ``moving`` is recorded before the file is touched, ``done`` once it is in one place.
 * ``remote_index``: assets found in the library by their identity tag before this
