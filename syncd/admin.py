@@ -149,8 +149,8 @@ class Admin:
         Finished jobs last touched before ``before`` are forgotten; those finished more
         than :data:`HISTORY_AFTER` ago move to ``job_history`` (compact, unindexed), which
         keeps the newest ``keep``; a plain success (a file linked, an asset uploaded) is
-        not kept there, its rows say it. A cancelled upload that had sent a POST stays in the
-        queue: a later upload of the same (content, tags) must know to reconcile first
+        not kept there, its rows say it. A cancelled upload that had sent a POST stays in
+        the queue: a later upload of the same (content, tags) must know to reconcile first
         (see :meth:`posted_before`).
         """
         compact_before = max(before, self.store.clock() - HISTORY_AFTER)

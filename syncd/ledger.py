@@ -396,20 +396,11 @@ class Ledger(Admin):
         row = conn.execute(
             "SELECT asset_key FROM files WHERE folder = ? AND relpath = ?", (folder, relpath)
         ).fetchone()
+        sha = sha_blob(sha256)
         conn.execute(
             "INSERT OR REPLACE INTO files (folder, relpath, size, mtime_ns, inode, dev, sha256,"
             " asset_key, problem) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                folder,
-                relpath,
-                stat.size,
-                stat.mtime_ns,
-                stat.inode,
-                stat.dev,
-                sha_blob(sha256),
-                key,
-                problem,
-            ),
+            (folder, relpath, stat.size, stat.mtime_ns, stat.inode, stat.dev, sha, key, problem),
         )
         return row["asset_key"] if row else None
 
