@@ -18,10 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import daemon_measures as dm
+from benchmarks import state_measures as st
 from benchmarks import store_measures as sm
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
-NAMES = ("burst", "fsyncs", "latency", "first_start", "rescan_scaling", "queue", "hashing")
+NAMES = (
+    "burst",
+    "fsyncs",
+    "latency",
+    "first_start",
+    "rescan_scaling",
+    "queue",
+    "hashing",
+    "state_size",
+)
 
 
 def _n(full: int, scale: float, least: int) -> int:
@@ -48,6 +58,9 @@ def plan(scale: float) -> dict[str, Callable[[Path, dict[str, Any]], Any]]:
         ),
         "queue": lambda base, _r: sm.queue_scaling(base, 1000, _n(1_000_000, scale, 100_000)),
         "hashing": lambda base, _r: sm.hashing_speed(base, _n(1024, scale, 128)),
+        "state_size": lambda base, _r: st.state_size(
+            base, [_n(2000, scale, 2000), _n(100_000, scale, 10_000)]
+        ),
     }
 
 

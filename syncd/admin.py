@@ -25,10 +25,14 @@ _FINISHED = (
     "state IN ('done', 'cancelled') AND updated_at < ?"
     " AND NOT (kind = 'upload' AND state = 'cancelled' AND intent_at IS NOT NULL)"
 )
+#: A file linked, an asset uploaded: the files and assets rows (``uploaded_at``) and the
+#: log tell that; the history keeps the jobs that ended any other way (deletions, files
+#: gone, cancellations, anything with a reason), which nothing else remembers.
+_PLAIN = "kind IN ('file', 'upload') AND state = 'done' AND reason IS NULL"
 _TO_HISTORY = (
     "INSERT OR REPLACE INTO job_history (id, kind, state, folder, relpath, reason, finished_at)"  # noqa: S608
     " SELECT id, kind, state, folder, relpath, reason, updated_at FROM jobs"
-    " WHERE " + _FINISHED + " AND updated_at >= ?"
+    " WHERE " + _FINISHED + " AND updated_at >= ? AND NOT (" + _PLAIN + ")"
 )
 _DROP_FINISHED = "DELETE FROM jobs WHERE " + _FINISHED  # noqa: S608
 
@@ -59,9 +63,9 @@ class Admin:
         return references(self.store.conn(), key)
 
     def uploaded_assets(self) -> Iterator[Row]:
-        """Every asset with a remote asset_id (key, asset_id, tags), streamed."""
+        """Every asset with a remote asset_id (key, asset_id, tags, sha256), streamed."""
         return self.store.stream(
-            "SELECT key, asset_id, tags FROM assets WHERE asset_id IS NOT NULL"
+            "SELECT key, asset_id, tags, sha256 FROM assets WHERE asset_id IS NOT NULL"
         )
 
     def files_for_asset(self, key: str, limit: int = 5) -> list[Row]:
@@ -141,8 +145,9 @@ class Admin:
 
         Finished jobs last touched before ``before`` are forgotten; those finished more
         than :data:`HISTORY_AFTER` ago move to ``job_history`` (compact, unindexed), which
-        keeps the newest ``keep``. A cancelled upload that had sent a POST stays in the
-        queue: a later upload of the same (content, tags) must know to reconcile first
+        keeps the newest ``keep``; a plain success (a file linked, an asset uploaded) is
+        not kept there, its rows say it. A cancelled upload that had sent a POST stays in
+        the queue: a later upload of the same (content, tags) must know to reconcile first
         (see :meth:`posted_before`).
         """
         compact_before = max(before, self.store.clock() - HISTORY_AFTER)

@@ -26,6 +26,7 @@ from syncd.model import (
     asset_key,
     identity_tag,
 )
+from syncd.schema import sha_blob
 from syncd.store import Conn, Store
 from syncd.tags import asset_name
 
@@ -221,7 +222,7 @@ class Ledger:
             self.store.move(conn, job, S.DONE, reason=None)
             conn.execute(
                 "INSERT OR IGNORE INTO assets (key, sha256, tags, name) VALUES (?, ?, ?, ?)",
-                (key, sha256, json.dumps(list(tags)), name),
+                (key, sha_blob(sha256), json.dumps(list(tags)), name),
             )
             asset = conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
             for other in self._asset_jobs(conn, JobKind.DELETE, key, (S.WAITING, S.HELD, S.FAILED)):
@@ -257,9 +258,10 @@ class Ledger:
         An index entry is used once: from then on the asset row speaks for it, and a
         later remote delete must not leave an entry pointing at an asset that is gone.
         """
-        if len(json.loads(key)) > 2:
+        index_key = _index_key(conn, key)
+        if index_key is None:
             return None  # the index knows no names: a name-bound asset is never adopted
-        identity, tagset = _index_key(key)
+        identity, tagset = index_key
         found = conn.execute(
             "SELECT asset_id FROM remote_index WHERE identity = ? AND tagset = ?",
             (identity, tagset),
@@ -278,9 +280,9 @@ class Ledger:
     def upload_from_index(self, job: Job) -> str | None:
         """End an upload job whose asset the library index already holds; its asset_id."""
         assert job.asset_key is not None
-        identity, tagset = _index_key(job.asset_key)
-        if not self.store.query(
-            "SELECT 1 FROM remote_index WHERE identity = ? AND tagset = ?", (identity, tagset)
+        index_key = _index_key(self.store.conn(), job.asset_key)
+        if index_key is None or not self.store.query(
+            "SELECT 1 FROM remote_index WHERE identity = ? AND tagset = ?", index_key
         ):
             return None  # the usual case: no write transaction for nothing
         with self.store.write() as conn:
@@ -404,10 +406,11 @@ class Ledger:
         row = conn.execute(
             "SELECT asset_key FROM files WHERE folder = ? AND relpath = ?", (folder, relpath)
         ).fetchone()
+        sha = sha_blob(sha256)
         conn.execute(
             "INSERT OR REPLACE INTO files (folder, relpath, size, mtime_ns, inode, dev, sha256,"
             " asset_key, problem) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (folder, relpath, stat.size, stat.mtime_ns, stat.inode, stat.dev, sha256, key, problem),
+            (folder, relpath, stat.size, stat.mtime_ns, stat.inode, stat.dev, sha, key, problem),
         )
         return row["asset_key"] if row else None
 
@@ -630,7 +633,16 @@ def _predates_rebuild(conn: Conn, stat: FileStat) -> bool:
     return row is not None and stat.mtime_ns / 1e9 <= float(row["value"])
 
 
-def _index_key(key: str) -> tuple[str, str]:
-    """The library index's key (identity tag, sorted tag set) for a store asset key."""
-    sha256, tags = json.loads(key)[:2]
-    return identity_tag(sha256), json.dumps(tags)
+def _index_key(conn: Conn, key: str) -> tuple[str, str] | None:
+    """The library index's key (identity tag, sorted tag set) for a store asset key.
+
+    None when the asset is not known, or is bound to its name (a ``names = "follow"``
+    folder's, whose key holds the name too): the index knows no names.
+    """
+    row = conn.execute("SELECT sha256, tags FROM assets WHERE key = ?", (key,)).fetchone()
+    if row is None:
+        return None
+    tags = json.loads(row["tags"])
+    if asset_key(row["sha256"], tags) != key:
+        return None
+    return identity_tag(row["sha256"]), json.dumps(sorted(set(tags)))

@@ -47,7 +47,10 @@ in-flight states fall back: hashing → pending, deleting → waiting, uploading
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -168,16 +171,30 @@ def identity_tag(sha256: str) -> str:
     return f"sha256:{sha256[:32]}"
 
 
-def asset_key(sha256: str, tags: tuple[str, ...], name: str | None = None) -> str:
+def asset_key(sha256: str, tags: Sequence[str], name: str | None = None) -> str:
     """The store's key for one asset: its content and its tag *set*.
 
     In a folder with ``names = "follow"`` the name is part of the asset too (a third
-    element), so a file renamed to a new stem stands for a new asset.
+    element), so a file renamed to a new stem stands for a new asset. The key is a digest
+    of those parts (:func:`compact_key`); the parts themselves are in the asset's row.
     """
     parts: list[object] = [sha256, sorted(set(tags))]
     if name is not None:
         parts.append(name)
-    return json.dumps(parts, separators=(",", ":"))
+    return compact_key(json.dumps(parts, separators=(",", ":")))
+
+
+def compact_key(parts: str) -> str:
+    """22 characters for the JSON text of an asset's parts: 128 bits of its SHA-256.
+
+    Stored in every file, job and asset row and three indexes, so its size is most of the
+    state's; 128 bits keep two different assets apart even against someone who crafts
+    files to collide (a birthday search of 2^64 hashes). The state database's migration
+    to compact keys applies this to the keys it finds (which were that JSON text): it
+    must never change.
+    """
+    digest = hashlib.sha256(parts.encode()).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,7 @@ from syncd.model import (
     TrackedFile,
     allowed,
 )
-from syncd.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from syncd.schema import APPLICATION_ID, FUNCTIONS, MIGRATIONS, SCHEMA_VERSION, SHA_TYPE, sha_hex
 
 BUSY_TIMEOUT_MS = 15_000
 #: A file job whose path another file job is hashing waits: one look at a path at a time.
@@ -72,6 +72,8 @@ INSERT_JOB_SQL = (
 )
 Row = dict[str, Any]
 Conn = sqlite3.Connection
+#: Content hashes are read back as hex on every connection of the store (PARSE_DECLTYPES).
+sqlite3.register_converter(SHA_TYPE, sha_hex)
 
 
 def _translate(exc: sqlite3.Error, path: Path | None = None) -> StoreError:
@@ -262,6 +264,7 @@ class Store:
             timeout=BUSY_TIMEOUT_MS / 1000,
             isolation_level=None,
             check_same_thread=not shared,
+            detect_types=sqlite3.PARSE_DECLTYPES,
         )
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -303,7 +306,11 @@ class Store:
             raise _translate(exc, self.path) from None
 
     def migrate(self) -> int:
-        """Bring the schema to :data:`SCHEMA_VERSION`; returns the version found."""
+        """Bring the schema to :data:`SCHEMA_VERSION`; returns the version found.
+
+        A migration's SQL may call the Python functions of ``schema.FUNCTIONS`` (a
+        digest, a hex decode), registered on the connection that migrates.
+        """
         found = int(self.conn().execute("PRAGMA user_version").fetchone()[0])
         if found > SCHEMA_VERSION:
             raise StoreCorrupt(
@@ -312,6 +319,8 @@ class Store:
             )
         for version in range(found, SCHEMA_VERSION):
             with self.write() as conn:
+                for name, function in FUNCTIONS.items():
+                    conn.create_function(name, 1, function, deterministic=True)
                 for statement in MIGRATIONS[version]:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
@@ -478,7 +487,12 @@ class Store:
         self, sql: str, params: Sequence[Any]
     ) -> Iterator[tuple[list[str], tuple[Any, ...]]]:
         """Plain tuples (and the column names) of a streamed read: no object per row."""
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        conn = sqlite3.connect(
+            f"file:{self.path}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            detect_types=sqlite3.PARSE_DECLTYPES,
+        )
         try:
             conn.execute("BEGIN")
             cur = conn.execute(sql, params)

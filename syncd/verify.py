@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any
 
 from syncd.admin import Admin
 from syncd.api import AssetsClient
@@ -73,10 +74,10 @@ def remote_key(asset: RemoteAsset) -> str | None:
     return asset_key(identity[0][len(IDENTITY_PREFIX) :], folder_tags)
 
 
-def short_key(key: str) -> str:
-    """A store key cut to the identity tag's length, to compare with the library's."""
-    sha, tags = json.loads(key)[:2]
-    return json.dumps([sha[:32], tags], separators=(",", ":"))
+def short_key(row: Mapping[str, Any]) -> str:
+    """An uploaded asset's key as :func:`remote_key` makes it from the library's tags:
+    the hash cut to the identity tag's length, the tags, no name."""
+    return asset_key(row["sha256"][:32], json.loads(row["tags"]))
 
 
 def verify(
@@ -95,7 +96,7 @@ def verify(
         key = remote_key(asset)
         if key is not None:
             remote[key].append((asset.created_at, asset.asset_id, asset.name))
-    local = {short_key(row["key"]): row for row in admin.uploaded_assets()}
+    local = {short_key(row): row for row in admin.uploaded_assets()}
     result.checked_local = len(local)
     for key, row in local.items():
         ids = [asset_id for _created, asset_id, _name in remote.get(key, [])]

@@ -11,6 +11,7 @@ from syncd.admin import Admin
 from syncd.config import FolderConfig
 from syncd.ledger import Ledger
 from syncd.model import EventKind, FileStat, FsEvent, Job, JobKind, JobState, RemoteAsset
+from syncd.schema import sha_blob
 from syncd.store import Store
 from tests.support import FakeClock
 
@@ -137,7 +138,7 @@ def test_a_file_gone_before_its_upload_cancels_the_upload(ledger: Ledger) -> Non
     link(ledger, "a.jpg", SHA_A)
     gone(ledger, "a.jpg")
     assert states(ledger, JobKind.UPLOAD) == ["cancelled"]
-    assert ledger.store.query("SELECT * FROM assets WHERE sha256 = ?", (SHA_A,)) == []
+    assert ledger.store.query("SELECT * FROM assets WHERE sha256 = ?", (sha_blob(SHA_A),)) == []
 
 
 def test_a_burst_over_max_deletes_holds_them_all(ledger: Ledger, admin: Admin) -> None:
@@ -202,7 +203,9 @@ def test_a_newly_excluded_file_is_forgotten_without_deleting_its_asset(ledger: L
     assert ledger.store.get_file(ROOT, "a.jpg") is None
     assert states(ledger, JobKind.DELETE) == []
     assert (
-        ledger.store.query("SELECT * FROM assets WHERE sha256 = ?", (SHA_A,))[0]["asset_id"]
+        ledger.store.query("SELECT * FROM assets WHERE sha256 = ?", (sha_blob(SHA_A),))[0][
+            "asset_id"
+        ]
         == "asset-1"
     )
 
@@ -313,18 +316,23 @@ def test_prune_keeps_the_history_reconciliation_needs(ledger: Ledger, admin: Adm
 def test_finished_jobs_move_to_a_compact_history_kept_by_count(
     ledger: Ledger, admin: Admin
 ) -> None:
-    """After a while finished jobs leave the queue for the history, which keeps the newest."""
+    """After a while finished jobs leave the queue; the history keeps the newest that did
+    not end as a plain success (a file linked, an asset uploaded: their rows say it)."""
     for i in range(4):
         link(ledger, f"{i}.jpg", str(i) * 64)
         upload(ledger, f"A{i}")
+        gone(ledger, f"{i}.jpg")
     clock = ledger.store.clock
     assert isinstance(clock, FakeClock)
     clock.now += 3600
-    moved = admin.prune(before=clock.now - 30 * 86400, keep=5)
-    assert moved == 8
-    assert ledger.store.query("SELECT count(*) AS n FROM jobs")[0]["n"] == 0
-    kept = ledger.store.query("SELECT kind, state FROM job_history ORDER BY id")
-    assert len(kept) == 5 and kept[-1] == {"kind": "upload", "state": "done"}
+    moved = admin.prune(before=clock.now - 30 * 86400, keep=3)
+    assert moved == 12
+    assert states(ledger, JobKind.FILE) == [] and states(ledger, JobKind.UPLOAD) == []
+    kept = ledger.store.query("SELECT kind, state, relpath, reason FROM job_history ORDER BY id")
+    assert kept == [
+        {"kind": "file", "state": "done", "relpath": f"{i}.jpg", "reason": "gone"}
+        for i in (1, 2, 3)
+    ]
 
 
 def test_recently_finished_jobs_stay_in_the_queue(ledger: Ledger, admin: Admin) -> None:
