@@ -30,9 +30,9 @@ class Difference:
     tracked: TrackedFile | None = None
 
 
-#: A file as the rescan compares it: (name, size, mtime_ns, inode). These are the fields
-#: :meth:`FileStat.same_content_as` compares, so a tuple equal to the stored one is an
-#: unchanged file; the name is the relpath below the segment's ``base``.
+#: A file as the rescan compares it: (relpath, size, mtime_ns, inode). These are the
+#: fields :meth:`FileStat.same_content_as` compares, so a tuple equal to the stored one
+#: is an unchanged file.
 Seen = tuple[str, int, int, int]
 
 
@@ -40,7 +40,7 @@ Seen = tuple[str, int, int, int]
 class Segment:
     """The files a walk found in one relpath range of a folder: ``lo <= relpath < hi``.
 
-    A segment holds files of one directory (``base``, ``""`` or ``"a/b/"``), in name
+    A segment holds files of one directory (``base``, ``""`` or ``"a/b/"``), in relpath
     order; ``hi`` None is the end of the folder. Segments of one walk partition the
     walked part of the folder, so every stored row falls in exactly one: a stored row
     deeper than ``base`` lies in a folder the walk did not enter.
@@ -61,7 +61,7 @@ class TrackedSource(Protocol):
         """The stored files in the range as :data:`Seen` tuples, in relpath order."""
 
     def files(self, segment: Segment) -> dict[str, TrackedFile]:
-        """The stored files in the range, by relpath below ``segment.base``."""
+        """The stored files in the range, by relpath."""
 
 
 def diff(
@@ -84,7 +84,7 @@ def diff(
 
 
 def changes(seen: Sequence[Seen], stored: Sequence[Seen]) -> list[tuple[str, Change]]:
-    """The names that differ between what was seen and what is stored, in name order."""
+    """The relpaths that differ between what was seen and what is stored, in order."""
     if seen == stored:
         return []
     seen_odd = {t[0] for t in set(seen).difference(stored)}
@@ -106,16 +106,15 @@ def _differences(
         return
     index = {t[0]: i for i, t in enumerate(segment.seen)}
     records = tracked.files(segment) if any(c is not Change.NEW for _, c in found) else {}
-    for name, change in found:
-        relpath = segment.base + name
+    for relpath, change in found:
         if change is Change.GONE:
             if not unreadable(relpath):
-                yield Difference(change, relpath, tracked=records[name])
+                yield Difference(change, relpath, tracked=records[relpath])
             continue
-        i = index[name]
+        i = index[relpath]
         _, size, mtime_ns, inode = segment.seen[i]
         stat = FileStat(size, mtime_ns, inode, segment.devs[i])
-        yield Difference(change, relpath, stat, records.get(name))
+        yield Difference(change, relpath, stat, records.get(relpath))
 
 
 def needs_hash(tracked: TrackedFile | None, stat: FileStat) -> bool:

@@ -22,9 +22,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import compress
+from operator import attrgetter, methodcaller, not_
 from pathlib import Path
 from stat import S_ISREG
 
@@ -100,15 +103,18 @@ class _Run:
 
 @dataclass(slots=True)
 class _Dir:
-    """A folder being walked: its sorted keys (a subfolder's ends in "/"), where the walk is."""
+    """A folder being walked: its files and subfolders (keys: name + "/"), each sorted,
+    how far the walk is in each, and the start of the range its next run covers."""
 
     rel: str
     fd: int
-    keys: list[str]
+    files: list[str]
+    subdirs: list[str]
     links: frozenset[str]
     lo: str
     end: str | None
-    pos: int = 0
+    next_file: int = 0
+    next_dir: int = 0
 
 
 class Scan:
@@ -157,18 +163,33 @@ class Scan:
         for run in self._runs():
             seen: list[Seen] = []
             devs: list[int] = []
+            base = top + run.dir
             for name, st in self._stats(run):
-                seen.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
+                seen.append((base + name, st.st_size, st.st_mtime_ns, st.st_ino))
                 devs.append(st.st_dev)
-            yield Segment(top + run.dir, run.lo, run.hi, seen, devs)
+            yield Segment(base, run.lo, run.hi, seen, devs)
 
     def _stats(self, run: _Run) -> Iterator[tuple[str, os.stat_result]]:
         """The run's files syncd tracks, each with its stat (a link: its target's), stat'ed
-        when its turn comes. Names the rules leave out are dropped before any stat."""
-        keeps = self._keeps
-        for name in run.names if keeps is None else filter(keeps, run.names):
-            st = self._file(run, name, kept=keeps is not None)
-            if st is not None:
+        when its turn comes. Names the rules leave out are dropped before any stat; a
+        plain file with a plain name takes one ``lstat``, anything else :meth:`_file`."""
+        keeps, fd = self._keeps, run.fd
+        if keeps is None:
+            for name in run.names:
+                if (st := self._file(run, name, kept=False)) is not None:
+                    yield name, st
+            return
+        for name in filter(keeps, run.names):
+            if name.isascii():
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    pass
+                else:
+                    if S_ISREG(st.st_mode):
+                        yield name, st
+                        continue
+            if (st := self._file(run, name, kept=True)) is not None:  # the careful way
                 yield name, st
 
     def _runs(self) -> Iterator[_Run]:
@@ -217,30 +238,20 @@ class Scan:
         SEGMENT_FILES files and at its folder's end."""
         while stack:
             d = stack[-1]
-            names: list[str] = []
-            keys, n = d.keys, len(d.keys)
-            while d.pos < n:
-                key = keys[d.pos]
-                d.pos += 1
-                if key[-1] != "/":
-                    if len(names) == SEGMENT_FILES:
-                        hi = top + d.rel + key
-                        yield _Run(d.rel, d.fd, names, d.links, d.lo, hi)
-                        d.lo, names = hi, []
-                    names.append(key)
-                    continue
-                sub = d.rel + key
-                yield _Run(d.rel, d.fd, names, d.links, d.lo, top + sub)
-                d.lo, names = top + sub[:-1] + "0", []
-                child = self._enter(sub[:-1], key[:-1], d.fd)
-                if child is None:  # not walked: what is tracked below is gone or unknown
-                    yield _Run(sub, -1, [], frozenset(), top + sub, d.lo)
-                    continue
-                stack.append(_Dir(sub, child[0], *child[1], lo=top + sub, end=d.lo))
-                break
-            else:
-                yield _Run(d.rel, d.fd, names, d.links, d.lo, d.end)
+            if d.next_dir == len(d.subdirs):
+                yield from _runs_of(d, len(d.files), d.end, top)
                 os.close(stack.pop().fd)
+                continue
+            key = d.subdirs[d.next_dir]
+            d.next_dir += 1
+            sub = d.rel + key
+            yield from _runs_of(d, bisect_left(d.files, key, d.next_file), top + sub, top)
+            d.lo = top + sub[:-1] + "0"  # "0" follows "/": past everything below sub
+            child = self._enter(sub[:-1], key[:-1], d.fd)
+            if child is None:  # not walked: what is tracked below is gone or unknown
+                yield _Run(sub, -1, [], frozenset(), top + sub, d.lo)
+                continue
+            stack.append(_Dir(sub, child[0], *child[1], lo=top + sub, end=d.lo))
 
     def _top(self, root: Root) -> int | None:
         """The folder the walk starts at; a prefix that is no real folder has nothing to walk."""
@@ -295,28 +306,27 @@ class Scan:
         log.warning("scan.unreadable_dir", path=printable(relpath), error=exc.strerror)
 
     def _listing(self, relpath: str, fd: int) -> _Listing | None:
-        """One folder's keys in order (a folder's name + "/") and its symlinks' names, or
-        None (and noted) when it cannot be read. The types come with the listing (d_type):
-        no stat per entry here. One that vanishes before its type is known is a file."""
-        keys: list[str] = []
-        links: list[str] = []
+        """One folder's files and subfolders (keys), each sorted, and its symlinks' names,
+        or None (and noted) when it cannot be read. The types come with the listing
+        (d_type): no stat per entry here. One that vanishes before its type is known is a
+        file (its stat will say it is gone)."""
         try:
             with os.scandir(fd) as it:
-                for entry in it:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            keys.append(entry.name + "/")
-                            continue
-                        if entry.is_symlink():
-                            links.append(entry.name)
-                    except OSError:
-                        pass
-                    keys.append(entry.name)
+                entries = list(it)
         except OSError as exc:
             self._unreadable(relpath, exc)
             return None
-        keys.sort()
-        return keys, frozenset(links)
+        names = list(map(_NAME, entries))
+        try:
+            is_dir = list(map(_IS_DIR, entries))
+            links = frozenset(map(_NAME, filter(_IS_LINK, entries)))
+        except OSError:
+            is_dir = [_is_dir(e) for e in entries]
+            links = frozenset(e.name for e in entries if _is_link(e))
+        if not any(is_dir):
+            return sorted(names), [], links
+        files = sorted(compress(names, map(not_, is_dir)))
+        return files, sorted(n + "/" for n in compress(names, is_dir)), links
 
     def _file(self, run: _Run, name: str, *, kept: bool) -> os.stat_result | None:
         """The stat of a file syncd tracks, or None; ``kept``: the rules keep its name."""
@@ -372,8 +382,37 @@ class Scan:
             os.close(fd)
 
 
-#: A folder's listing: its keys in order, and the names that are symlinks.
-_Listing = tuple[list[str], frozenset[str]]
+#: A folder's listing: its files and its subfolders' keys in order, and its symlinks.
+_Listing = tuple[list[str], list[str], frozenset[str]]
+_NAME = attrgetter("name")
+_IS_DIR = methodcaller("is_dir", follow_symlinks=False)
+_IS_LINK = methodcaller("is_symlink")
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
+
+
+def _runs_of(d: _Dir, upto: int, hi: str | None, top: str) -> Iterator[_Run]:
+    """Runs of the folder's files from where the walk is up to ``upto`` (SEGMENT_FILES
+    at most each), the last one covering the range up to ``hi``."""
+    while upto - d.next_file > SEGMENT_FILES:
+        cut = d.next_file + SEGMENT_FILES
+        middle = top + d.rel + d.files[cut]
+        yield _Run(d.rel, d.fd, d.files[d.next_file : cut], d.links, d.lo, middle)
+        d.next_file, d.lo = cut, middle
+    yield _Run(d.rel, d.fd, d.files[d.next_file : upto], d.links, d.lo, hi)
+    d.next_file = upto
 
 
 def walk(

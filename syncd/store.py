@@ -76,12 +76,12 @@ Conn = sqlite3.Connection
 
 
 def tracked_range_sql(columns: str, *, bounded: bool) -> str:
-    """The rescan's one query: a folder's files with ``lo <= relpath (< hi)``, in relpath
-    order, each named first by its relpath below the segment's folder (``substr``), so
-    the rows compare as they come with what the walk saw (:data:`syncd.plan.Seen`)."""
+    """The rescan's one query: a folder's files with ``lo <= relpath (< hi)`` in relpath
+    order, each row ``relpath`` then ``columns``: as it comes, it compares with what the
+    walk saw (:data:`syncd.plan.Seen`)."""
     upper = " AND relpath < ?" if bounded else ""
     return (
-        f"SELECT substr(relpath, ?), {columns} FROM files"  # noqa: S608 (constant columns)
+        f"SELECT relpath, {columns} FROM files"  # noqa: S608 (constant columns)
         f" WHERE folder = ? AND relpath >= ?{upper} ORDER BY relpath"
     )
 
@@ -583,14 +583,11 @@ class Tracked:
 
     def files(self, segment: Segment) -> dict[str, TrackedFile]:
         rows = self._rows(_FILE_COLUMNS, segment)
-        base, folder = segment.base, self.folder
-        return {
-            r[0]: TrackedFile(folder, base + r[0], FileStat(*r[1:5]), r[5], r[6], r[7])
-            for r in rows
-        }
+        folder = self.folder
+        return {r[0]: TrackedFile(folder, r[0], FileStat(*r[1:5]), r[5], r[6], r[7]) for r in rows}
 
     def _rows(self, columns: str, segment: Segment) -> list[Any]:
-        params: tuple[Any, ...] = (len(segment.base) + 1, self.folder, segment.lo)
+        params: tuple[Any, ...] = (self.folder, segment.lo)
         if segment.hi is not None:
             params += (segment.hi,)
         sql = tracked_range_sql(columns, bounded=segment.hi is not None)
