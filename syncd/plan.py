@@ -6,6 +6,7 @@ tested without a disk.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -54,11 +55,17 @@ class Segment:
     devs: list[int] = field(default_factory=list)
 
 
+#: Stored rows read at once for a segment at most: a range holding many more (a big
+#: folder the walk left out, all of it gone) is compared a page at a time.
+PAGE = 5000
+
+
 class TrackedSource(Protocol):
     """What the store knows of a segment's range, read from one snapshot."""
 
-    def contents(self, segment: Segment) -> list[Seen]:
-        """The stored files in the range as :data:`Seen` tuples, in relpath order."""
+    def contents(self, segment: Segment, *, limit: int) -> list[Seen]:
+        """The first ``limit`` stored files in the range as :data:`Seen` tuples, in
+        relpath order."""
 
     def files(self, segment: Segment) -> dict[str, TrackedFile]:
         """The stored files in the range, by relpath."""
@@ -78,9 +85,30 @@ def diff(
     listed is not gone: it is unknown.
     """
     for segment in segments:
-        stored = tracked.contents(segment)
-        if segment.seen != stored:
-            yield from _differences(segment, stored, tracked, unreadable)
+        yield from _compare(segment, tracked, unreadable)
+
+
+def _compare(
+    segment: Segment, tracked: TrackedSource, unreadable: Callable[[str], bool]
+) -> Iterator[Difference]:
+    stored = tracked.contents(segment, limit=PAGE)
+    while len(stored) == PAGE:  # maybe more: compare up to the last row read, go on
+        head, segment = _cut(segment, stored[-1][0] + "\0")  # the next relpath after it
+        if head.seen != stored:
+            yield from _differences(head, stored, tracked, unreadable)
+        stored = tracked.contents(segment, limit=PAGE)
+    if segment.seen != stored:
+        yield from _differences(segment, stored, tracked, unreadable)
+
+
+def _cut(segment: Segment, at: str) -> tuple[Segment, Segment]:
+    """The segment as two: up to ``at``, and from it."""
+    i = bisect_left(segment.seen, (at,))
+    base, seen, devs = segment.base, segment.seen, segment.devs
+    return (
+        Segment(base, segment.lo, at, seen[:i], devs[:i]),
+        Segment(base, at, segment.hi, seen[i:], devs[i:]),
+    )
 
 
 def changes(seen: Sequence[Seen], stored: Sequence[Seen]) -> list[tuple[str, Change]]:

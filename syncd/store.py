@@ -82,7 +82,7 @@ def tracked_range_sql(columns: str, *, bounded: bool) -> str:
     upper = " AND relpath < ?" if bounded else ""
     return (
         f"SELECT relpath, {columns} FROM files"  # noqa: S608 (constant columns)
-        f" WHERE folder = ? AND relpath >= ?{upper} ORDER BY relpath"
+        f" WHERE folder = ? AND relpath >= ?{upper} ORDER BY relpath LIMIT ?"
     )
 
 
@@ -578,18 +578,20 @@ class Tracked:
         self.folder = folder
         self._path = path
 
-    def contents(self, segment: Segment) -> list[Seen]:
-        return self._rows(_SEEN_COLUMNS, segment)
+    def contents(self, segment: Segment, *, limit: int) -> list[Seen]:
+        return self._rows(_SEEN_COLUMNS, segment, limit)
 
     def files(self, segment: Segment) -> dict[str, TrackedFile]:
-        rows = self._rows(_FILE_COLUMNS, segment)
+        rows = self._rows(_FILE_COLUMNS, segment, -1)
         folder = self.folder
         return {r[0]: TrackedFile(folder, r[0], FileStat(*r[1:5]), r[5], r[6], r[7]) for r in rows}
 
-    def _rows(self, columns: str, segment: Segment) -> list[Any]:
+    def _rows(self, columns: str, segment: Segment, limit: int) -> list[Any]:
+        """Rows of the segment's range, ``limit`` at most (-1: all of them)."""
         params: tuple[Any, ...] = (self.folder, segment.lo)
         if segment.hi is not None:
             params += (segment.hi,)
+        params += (limit,)
         sql = tracked_range_sql(columns, bounded=segment.hi is not None)
         try:
             return self._conn.execute(sql, params).fetchall()

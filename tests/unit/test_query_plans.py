@@ -103,7 +103,7 @@ def test_the_rescan_reads_a_range_of_the_folder_by_its_key(
 ) -> None:
     """A rescan's query per segment seeks (folder, relpath) and reads rows in key order."""
     sql = tracked_range_sql(columns, bounded=bounded)
-    params = (ROOT, "a/", "a0")[: 3 if bounded else 2]
+    params = (*(ROOT, "a/", "a0")[: 3 if bounded else 2], 1000)
     steps = [row[3] for row in ledger.store.conn().execute(f"EXPLAIN QUERY PLAN {sql}", params)]
     assert not any(s.startswith("SCAN") or "TEMP B-TREE" in s for s in steps), steps
     upper = " AND relpath<?" if bounded else ""

@@ -27,8 +27,8 @@ class Rows:
         hi = segment.hi
         return [r for r in self.rows if segment.lo <= r[0] and (hi is None or r[0] < hi)]
 
-    def contents(self, segment: Segment) -> list[plan.Seen]:
-        return self._in(segment)
+    def contents(self, segment: Segment, *, limit: int) -> list[plan.Seen]:
+        return self._in(segment)[:limit]
 
     def files(self, segment: Segment) -> dict[str, TrackedFile]:
         self.lookups += 1
@@ -113,12 +113,15 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def test_the_store_answers_a_range_with_plain_tuples(store: Store) -> None:
     """Rows of the folder in [lo, hi) in relpath order, as (relpath, size, mtime_ns, inode)."""
     with store.tracked(ROOT) as tracked:
-        assert tracked.contents(Segment("d/", "d/", "d0")) == [
+        assert tracked.contents(limit=9, segment=Segment("d/", "d/", "d0")) == [
             ("d/b.jpg", 2, 20, 200),
             ("d/e/c.jpg", 3, 30, 300),
         ]
-        assert [r[0] for r in tracked.contents(Segment("", "d0", None))] == ["d0.jpg", "é.jpg"]
-        assert tracked.contents(Segment("", "", "d/"))[0] == ("a.jpg", 1, 10, 100)
+        assert [r[0] for r in tracked.contents(limit=9, segment=Segment("", "d0", None))] == [
+            "d0.jpg",
+            "é.jpg",
+        ]
+        assert tracked.contents(limit=9, segment=Segment("", "", "d/"))[0] == ("a.jpg", 1, 10, 100)
         record = tracked.files(Segment("d/", "d/", "d/e/"))["d/b.jpg"]
     assert record == TrackedFile(ROOT, "d/b.jpg", FileStat(2, 20, 200, 1), "a" * 64, "k")
 
@@ -139,3 +142,24 @@ def test_a_whole_folder_compares_through_the_store(store: Store) -> None:
         (Change.GONE, "d/e/c.jpg"),
         (Change.NEW, "d/new.jpg"),
     ]
+
+
+def test_a_range_holding_many_rows_is_read_a_page_at_a_time(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows below a folder the walk left out come a page at a time, all of them gone."""
+    monkeypatch.setattr(plan, "PAGE", 2)
+    rows = [(ROOT, f"raw/{i}.jpg", i, i, i, 1, None, None) for i in range(7)]
+    with store.write() as conn:
+        conn.executemany(f"INSERT INTO files ({FILES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    seen = [("d0.jpg", 4, 40, 400), ("é.jpg", 5, 50, 500)]
+    segments = [Segment("", "d0", None, seen, [1, 1])]
+    pages: list[int] = []
+    with store.tracked(ROOT) as tracked:
+        contents = tracked.contents
+        monkeypatch.setattr(
+            tracked, "contents", lambda s, **kw: pages.append(0) or contents(s, **kw)
+        )
+        found = [(d.change, d.relpath) for d in plan.diff(segments, tracked)]
+    assert found == [(Change.GONE, f"raw/{i}.jpg") for i in range(7)]
+    assert len(pages) == 5
