@@ -43,7 +43,8 @@ def track_tree(db: Path, root: Path, extra: int) -> None:
             rows.append((str(root), rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev))
     rows += [(f"/synthetic/f{i // 100_000}", f"d{i // 500:05d}/IMG_{i:07d}.jpg", 700, i, i, 0)
              for i in range(extra)]  # fmt: skip
-    sql = f"INSERT INTO files ({FILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, '{'0' * 64}', 'k')"
+    # Stored as syncd stores them: a 32-byte hash and a 22-character asset key.
+    sql = f"INSERT INTO files ({FILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, X'{'00' * 32}', '{'k' * 22}')"
     _insert(store, sql, rows)
     store.close()
 

@@ -1,7 +1,7 @@
 """``syncd plan`` / ``syncd sync --dry-run``: what a sync would upload, link and delete.
 
 Nothing is sent and nothing is written: the state database is opened read-only, each
-folder is walked and merge-joined with it as a scan would (``plan.diff``), new and
+folder is walked and compared with it as a scan would (``plan.diff``), new and
 changed files are hashed (read, never written) to learn which asset they are, and each
 difference is classified the way the ledger would: an upload when no asset of that
 (content, tags) is known, a link when one is, a delete when the last file of an uploaded
@@ -94,9 +94,9 @@ def _folder(store: Store, folder: FolderConfig, result: Plan, new_keys: set[str]
     rules = Rules(folder.include, folder.exclude)
     guarded = row.get("health") == "guarded" and not row.get("approved")
     gone: list[plan.Difference] = []
-    with Root(folder.path) as root:
+    with Root(folder.path) as root, store.tracked(folder.key) as tracked:
         walk = scanner.walk(root, rules, max_depth=folder.max_depth)
-        for diff in plan.diff(((e.relpath, e.stat) for e in walk), store.iter_tracked(folder.key)):
+        for diff in plan.diff(walk.segments(), tracked):
             if diff.change is plan.Change.GONE:
                 gone.append(diff)
             else:

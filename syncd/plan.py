@@ -6,9 +6,11 @@ tested without a disk.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from syncd.model import FileStat, RemoteAsset, TrackedFile
 
@@ -29,32 +31,118 @@ class Difference:
     tracked: TrackedFile | None = None
 
 
+#: A file as the rescan compares it: (relpath, size, mtime_ns, inode). These are the
+#: fields :meth:`FileStat.same_content_as` compares, so a tuple equal to the stored one
+#: is an unchanged file.
+Seen = tuple[str, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """The files a walk found in one relpath range of a folder: ``lo <= relpath < hi``.
+
+    A segment holds files of one directory (``base``, ``""`` or ``"a/b/"``), in relpath
+    order; ``hi`` None is the end of the folder. Segments of one walk partition the
+    walked part of the folder, so every stored row falls in exactly one: a stored row
+    deeper than ``base`` lies in a folder the walk did not enter.
+    """
+
+    base: str
+    lo: str
+    hi: str | None
+    seen: list[Seen] = field(default_factory=list)
+    #: The device of each seen file (not part of the comparison).
+    devs: list[int] = field(default_factory=list)
+
+
+#: Stored rows read at once for a segment at most: a range holding many more (a big
+#: folder the walk left out, all of it gone) is compared a page at a time.
+PAGE = 5000
+
+
+class TrackedSource(Protocol):
+    """What the store knows of a segment's range, read from one snapshot."""
+
+    def contents(self, segment: Segment, *, limit: int) -> list[Seen]:
+        """The first ``limit`` stored files in the range as :data:`Seen` tuples, in
+        relpath order."""
+
+    def files(self, segment: Segment) -> dict[str, TrackedFile]:
+        """The stored files in the range, by relpath."""
+
+
 def diff(
-    seen: Iterable[tuple[str, FileStat]],
-    tracked: Iterable[TrackedFile],
+    segments: Iterable[Segment],
+    tracked: TrackedSource,
     *,
     unreadable: Callable[[str], bool] = lambda _relpath: False,
 ) -> Iterator[Difference]:
-    """Merge-join a walk and the store, both in relpath order, yielding what differs.
+    """What differs between a walk and the store, segment by segment, in relpath order.
 
-    Unchanged files (same size, mtime and inode) yield nothing and are never re-read.
-    A tracked file under a directory that could not be listed is not gone: it is unknown.
+    An unchanged segment costs one comparison of two lists of tuples; records are made
+    only for the files that differ. Unchanged files (same size, mtime and inode) yield
+    nothing and are never re-read. A tracked file under a directory that could not be
+    listed is not gone: it is unknown.
     """
-    seen_it, tracked_it = iter(seen), iter(tracked)
-    entry, record = next(seen_it, None), next(tracked_it, None)
-    while entry is not None or record is not None:
-        if record is None or (entry is not None and entry[0] < record.relpath):
-            assert entry is not None
-            yield Difference(Change.NEW, entry[0], entry[1])
-            entry = next(seen_it, None)
-        elif entry is None or record.relpath < entry[0]:
-            if not unreadable(record.relpath):
-                yield Difference(Change.GONE, record.relpath, tracked=record)
-            record = next(tracked_it, None)
-        else:
-            if not record.stat.same_content_as(entry[1]):
-                yield Difference(Change.CHANGED, entry[0], entry[1], record)
-            entry, record = next(seen_it, None), next(tracked_it, None)
+    for segment in segments:
+        yield from _compare(segment, tracked, unreadable)
+
+
+def _compare(
+    segment: Segment, tracked: TrackedSource, unreadable: Callable[[str], bool]
+) -> Iterator[Difference]:
+    stored = tracked.contents(segment, limit=PAGE)
+    while len(stored) == PAGE:  # maybe more: compare up to the last row read, go on
+        head, segment = _cut(segment, stored[-1][0] + "\0")  # the next relpath after it
+        if head.seen != stored:
+            yield from _differences(head, stored, tracked, unreadable)
+        stored = tracked.contents(segment, limit=PAGE)
+    if segment.seen != stored:
+        yield from _differences(segment, stored, tracked, unreadable)
+
+
+def _cut(segment: Segment, at: str) -> tuple[Segment, Segment]:
+    """The segment as two: up to ``at``, and from it."""
+    i = bisect_left(segment.seen, (at,))
+    base, seen, devs = segment.base, segment.seen, segment.devs
+    return (
+        Segment(base, segment.lo, at, seen[:i], devs[:i]),
+        Segment(base, at, segment.hi, seen[i:], devs[i:]),
+    )
+
+
+def changes(seen: Sequence[Seen], stored: Sequence[Seen]) -> list[tuple[str, Change]]:
+    """The relpaths that differ between what was seen and what is stored, in order."""
+    if seen == stored:
+        return []
+    seen_odd = {t[0] for t in set(seen).difference(stored)}
+    stored_odd = {t[0] for t in set(stored).difference(seen)}
+    found = [(n, Change.NEW) for n in seen_odd - stored_odd]
+    found += [(n, Change.CHANGED) for n in seen_odd & stored_odd]
+    found += [(n, Change.GONE) for n in stored_odd - seen_odd]
+    return sorted(found)
+
+
+def _differences(
+    segment: Segment,
+    stored: list[Seen],
+    tracked: TrackedSource,
+    unreadable: Callable[[str], bool],
+) -> Iterator[Difference]:
+    found = changes(segment.seen, stored)
+    if not found:
+        return
+    index = {t[0]: i for i, t in enumerate(segment.seen)}
+    records = tracked.files(segment) if any(c is not Change.NEW for _, c in found) else {}
+    for relpath, change in found:
+        if change is Change.GONE:
+            if not unreadable(relpath):
+                yield Difference(change, relpath, tracked=records[relpath])
+            continue
+        i = index[relpath]
+        _, size, mtime_ns, inode = segment.seen[i]
+        stat = FileStat(size, mtime_ns, inode, segment.devs[i])
+        yield Difference(change, relpath, stat, records.get(relpath))
 
 
 def needs_hash(tracked: TrackedFile | None, stat: FileStat) -> bool:

@@ -22,16 +22,21 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import compress
+from operator import attrgetter, methodcaller, not_
 from pathlib import Path
+from stat import S_ISREG
 
 import structlog
 
 from syncd.config import FolderConfig
 from syncd.hashing import file_stat
 from syncd.model import FileStat
+from syncd.plan import Seen, Segment
 from syncd.safepath import DIR_FLAGS, Outside, Root
 from syncd.tags import Rules, is_storable, printable
 
@@ -76,17 +81,45 @@ class RootHealth:
         return self.state in (RootState.MISSING, RootState.UNREADABLE, RootState.NOT_A_DIRECTORY)
 
 
-@dataclass(frozen=True, slots=True)
-class _Item:
-    key: str
-    name: str
-    is_dir: bool
-    is_link: bool
+#: Why a link to a folder is not walked (a folder is only ever entered as itself).
+FOLDER_LINK = "symlink to a folder: not followed"
+
+#: Files per :class:`~syncd.plan.Segment` at most: a huge folder is compared in parts.
+SEGMENT_FILES = 1000
+
+
+@dataclass(slots=True)
+class _Run:
+    """Files of one folder between two of its subfolders (or at most SEGMENT_FILES),
+    still to be stat'ed, and the relpath range they cover in the folder (``lo``, ``hi``)."""
+
+    dir: str  # the folder, relative to the scan's prefix: "" or "a/b/"
+    fd: int
+    names: list[str]
+    links: frozenset[str]
+    lo: str
+    hi: str | None
+
+
+@dataclass(slots=True)
+class _Dir:
+    """A folder being walked: its files and subfolders (keys: name + "/"), each sorted,
+    how far the walk is in each, and the start of the range its next run covers."""
+
+    rel: str
+    fd: int
+    files: list[str]
+    subdirs: list[str]
+    links: frozenset[str]
+    lo: str
+    end: str | None
+    next_file: int = 0
+    next_dir: int = 0
 
 
 class Scan:
-    """One pass over a root (or the folder ``prefix`` in it): iterate it once, then read
-    what could not be seen.
+    """One pass over a root (or the folder ``prefix`` in it): iterate it once (as
+    entries, or as :meth:`segments`), then read what could not be seen.
 
     ``on_skip(relpath, reason)`` hears of files that exist but will not be tracked
     (unstorable names, symlinks out of the root, broken links, special files, folders
@@ -115,23 +148,82 @@ class Scan:
         self._on_skip = on_skip
         self._root: Root | None = None
         self._base = len(prefix.split("/")) if prefix else 0
+        self._keeps = rules.name_test()
 
     def __iter__(self) -> Iterator[ScanEntry]:
+        """Each file, stat'ed only when its turn comes."""
+        for run in self._runs():
+            for name, st in self._stats(run):
+                yield ScanEntry(run.dir + name, file_stat(st))
+
+    def segments(self) -> Iterator[Segment]:
+        """The walk as :class:`~syncd.plan.Segment` s, relpaths relative to the folder:
+        what a rescan compares with the store, one segment at a time."""
+        top = self.prefix + "/" if self.prefix else ""
+        for run in self._runs():
+            seen: list[Seen] = []
+            devs: list[int] = []
+            base = top + run.dir
+            for name, st in self._stats(run):
+                seen.append((base + name, st.st_size, st.st_mtime_ns, st.st_ino))
+                devs.append(st.st_dev)
+            yield Segment(base, run.lo, run.hi, seen, devs)
+
+    def _stats(self, run: _Run) -> Iterator[tuple[str, os.stat_result]]:
+        """The run's files syncd tracks, each with its stat (a link: its target's), stat'ed
+        when its turn comes. Names the rules leave out are dropped before any stat; a
+        plain file with a plain name takes one ``lstat``, anything else :meth:`_file`."""
+        keeps, fd = self._keeps, run.fd
+        if keeps is None:
+            for name in run.names:
+                if (st := self._file(run, name, kept=False)) is not None:
+                    yield name, st
+            return
+        for name in filter(keeps, run.names):
+            if name.isascii():
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    pass
+                else:
+                    if S_ISREG(st.st_mode):
+                        yield name, st
+                        continue
+            if (st := self._file(run, name, kept=True)) is not None:  # the careful way
+                yield name, st
+
+    def _runs(self) -> Iterator[_Run]:
+        """The walk's runs in relpath order; the descriptors it opens are closed at its end."""
         self.unreadable_dirs.clear()
         self.unreadable_files.clear()
         self.too_deep.clear()
+        top = self.prefix + "/" if self.prefix else ""
+        end = self.prefix + "0" if self.prefix else None  # "0" follows "/"
         root = self._given or self._open_root()
-        if root is None:
-            return
-        self._root = root
-        fds: list[int] = []
+        stack: list[_Dir] = []
         try:
-            yield from self._walk(root, fds)
+            first = self._first(root, top, end) if root is not None else None
+            if first is None:  # nothing listed: every tracked path there is gone or unknown
+                yield _Run("", -1, [], frozenset(), top, end)
+                return
+            stack.append(first)
+            yield from self._walk(stack, top)
         finally:
-            for fd in fds:
-                os.close(fd)
-            if self._given is None:
+            for d in stack:
+                os.close(d.fd)
+            if root is not None and self._given is None:
                 root.close()
+
+    def _first(self, root: Root, top: str, end: str | None) -> _Dir | None:
+        self._root = root
+        fd = self._top(root)
+        if fd is None:
+            return None
+        listing = self._listing("", fd)
+        if listing is None:
+            os.close(fd)
+            return None
+        return _Dir("", fd, *listing, lo=top, end=end)
 
     def _open_root(self) -> Root | None:
         try:
@@ -141,33 +233,25 @@ class Scan:
             log.warning("scan.unreadable_dir", path="", error=exc.strerror)
             return None
 
-    def _walk(self, root: Root, fds: list[int]) -> Iterator[ScanEntry]:
-        """Depth first; ``fds`` holds one open folder per level (closed by the caller)."""
-        stack: list[tuple[str, int, Iterator[_Item]]] = []
-        top = self._top(root)
-        if top is None:
-            return
-        fds.append(top)
-        listing = self._listing("", top)
-        if listing is not None:
-            stack.append(("", top, iter(listing)))
+    def _walk(self, stack: list[_Dir], top: str) -> Iterator[_Run]:
+        """Depth first; a run ends at each subfolder (whose range it leaves out), each
+        SEGMENT_FILES files and at its folder's end."""
         while stack:
-            prefix, fd, items = stack[-1]
-            item = next(items, None)
-            if item is None:
-                stack.pop()
-                os.close(fds.pop())
+            d = stack[-1]
+            if d.next_dir == len(d.subdirs):
+                yield from _runs_of(d, len(d.files), d.end, top)
+                os.close(stack.pop().fd)
                 continue
-            relpath = prefix + item.name
-            if item.is_dir:
-                child = self._enter(relpath, item.name, fd)
-                if child is not None:
-                    fds.append(child[0])
-                    stack.append((relpath + "/", child[0], iter(child[1])))
+            key = d.subdirs[d.next_dir]
+            d.next_dir += 1
+            sub = d.rel + key
+            yield from _runs_of(d, bisect_left(d.files, key, d.next_file), top + sub, top)
+            d.lo = top + sub[:-1] + "0"  # "0" follows "/": past everything below sub
+            child = self._enter(sub[:-1], key[:-1], d.fd)
+            if child is None:  # not walked: what is tracked below is gone or unknown
+                yield _Run(sub, -1, [], frozenset(), top + sub, d.lo)
                 continue
-            entry = self._file(relpath, item, fd)
-            if entry is not None:
-                yield entry
+            stack.append(_Dir(sub, child[0], *child[1], lo=top + sub, end=d.lo))
 
     def _top(self, root: Root) -> int | None:
         """The folder the walk starts at; a prefix that is no real folder has nothing to walk."""
@@ -187,7 +271,7 @@ class Scan:
         if self._on_skip is not None:
             self._on_skip(printable(relpath), reason)
 
-    def _enter(self, relpath: str, name: str, parent: int) -> tuple[int, list[_Item]] | None:
+    def _enter(self, relpath: str, name: str, parent: int) -> tuple[int, _Listing] | None:
         if self.rules.ignores_dir(relpath, parents_checked=True):
             return None
         if not is_storable(relpath):
@@ -221,50 +305,71 @@ class Scan:
         self.unreadable_dirs.append(relpath)
         log.warning("scan.unreadable_dir", path=printable(relpath), error=exc.strerror)
 
-    def _listing(self, relpath: str, fd: int) -> list[_Item] | None:
-        """One folder's entries in key order, or None (and noted) when it cannot be read."""
+    def _listing(self, relpath: str, fd: int) -> _Listing | None:
+        """One folder's files and subfolders (keys), each sorted, and its symlinks' names,
+        or None (and noted) when it cannot be read. The types come with the listing
+        (d_type): no stat per entry here. One that vanishes before its type is known is a
+        file (its stat will say it is gone)."""
         try:
             with os.scandir(fd) as it:
-                items = [_item(entry) for entry in it]
+                entries = list(it)
         except OSError as exc:
             self._unreadable(relpath, exc)
             return None
-        items.sort(key=lambda item: item.key)
-        return items
+        names = list(map(_NAME, entries))
+        try:
+            is_dir = list(map(_IS_DIR, entries))
+            links = frozenset(map(_NAME, filter(_IS_LINK, entries)))
+        except OSError:
+            is_dir = [_is_dir(e) for e in entries]
+            links = frozenset(e.name for e in entries if _is_link(e))
+        if not any(is_dir):
+            return sorted(names), [], links
+        files = sorted(compress(names, map(not_, is_dir)))
+        return files, sorted(n + "/" for n in compress(names, is_dir)), links
 
-    def _file(self, relpath: str, item: _Item, dir_fd: int) -> ScanEntry | None:
-        if self.rules.ignores_file(relpath, parents_checked=True):
+    def _file(self, run: _Run, name: str, *, kept: bool) -> os.stat_result | None:
+        """The stat of a file syncd tracks, or None; ``kept``: the rules keep its name."""
+        if not (kept and name.isascii()) and not self._storable(run, name, kept=kept):
             return None
+        link = name in run.links
+        try:
+            if link:
+                st = self._link_stat(run.dir + name)
+            else:
+                st = os.stat(name, dir_fd=run.fd, follow_symlinks=False)
+        except OSError as exc:
+            self._stat_failed(run.dir + name, exc, link=link)
+            return None
+        if S_ISREG(st.st_mode):
+            return st
+        folder = stat.S_ISDIR(st.st_mode)
+        self._skip(run.dir + name, FOLDER_LINK if folder else "not a regular file")
+        return None
+
+    def _storable(self, run: _Run, name: str, *, kept: bool) -> bool:
+        """Whether the rules keep the file (by its relpath, unless ``kept``) and its name
+        can be stored; a name that cannot is told."""
+        relpath = run.dir + name
+        if not kept and self.rules.ignores_file(relpath, parents_checked=True):
+            return False
         if not is_storable(relpath):
             self._skip(relpath, "file name is not valid UTF-8: it cannot be stored")
-            return None
-        st = self._stat(relpath, item, dir_fd)
-        if st is None:
-            return None
-        reason = _refusal(st)
-        if reason is not None:
-            self._skip(relpath, reason)
-            return None
-        return ScanEntry(relpath, file_stat(st))
+            return False
+        return True
 
-    def _stat(self, relpath: str, item: _Item, dir_fd: int) -> os.stat_result | None:
-        """The file's stat (the target's, for a link), or None once the failure is noted."""
-        try:
-            if item.is_link:
-                return self._link_stat(relpath)
-            return os.stat(item.name, dir_fd=dir_fd, follow_symlinks=False)
-        except Outside:
+    def _stat_failed(self, relpath: str, exc: OSError, *, link: bool) -> None:
+        """Note why a file could not be stat'ed: a link's trouble, or an unreadable file."""
+        if isinstance(exc, Outside):
             self._skip(relpath, "symlink points outside the folder")
-        except (FileNotFoundError, NotADirectoryError):
-            if item.is_link:
+        elif isinstance(exc, FileNotFoundError | NotADirectoryError):
+            if link:
                 self._skip(relpath, "broken symlink")
-        except OSError as exc:
-            if item.is_link and exc.errno == errno.ELOOP:
-                self._skip(relpath, "symlink loop")
-            else:
-                self.unreadable_files.append(relpath)
-                self._skip(relpath, f"cannot stat: {exc.strerror or exc}")
-        return None
+        elif link and exc.errno == errno.ELOOP:
+            self._skip(relpath, "symlink loop")
+        else:
+            self.unreadable_files.append(relpath)
+            self._skip(relpath, f"cannot stat: {exc.strerror or exc}")
 
     def _link_stat(self, relpath: str) -> os.stat_result:
         """A link's target, opened beneath the root (never stat'ed by path)."""
@@ -277,23 +382,37 @@ class Scan:
             os.close(fd)
 
 
-def _refusal(st: os.stat_result) -> str | None:
-    if stat.S_ISDIR(st.st_mode):
-        return "symlink to a folder: not followed"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    return None
+#: A folder's listing: its files and its subfolders' keys in order, and its symlinks.
+_Listing = tuple[list[str], list[str], frozenset[str]]
+_NAME = attrgetter("name")
+_IS_DIR = methodcaller("is_dir", follow_symlinks=False)
+_IS_LINK = methodcaller("is_symlink")
 
 
-def _item(entry: os.DirEntry[str]) -> _Item:
-    """A listing entry; one that vanishes before its type is known is taken as a file."""
+def _is_dir(entry: os.DirEntry[str]) -> bool:
     try:
-        is_dir = entry.is_dir(follow_symlinks=False)
-        is_link = entry.is_symlink()
+        return entry.is_dir(follow_symlinks=False)
     except OSError:
-        is_dir = is_link = False
-    key = entry.name + "/" if is_dir else entry.name
-    return _Item(key, entry.name, is_dir, is_link)
+        return False
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
+
+
+def _runs_of(d: _Dir, upto: int, hi: str | None, top: str) -> Iterator[_Run]:
+    """Runs of the folder's files from where the walk is up to ``upto`` (SEGMENT_FILES
+    at most each), the last one covering the range up to ``hi``."""
+    while upto - d.next_file > SEGMENT_FILES:
+        cut = d.next_file + SEGMENT_FILES
+        middle = top + d.rel + d.files[cut]
+        yield _Run(d.rel, d.fd, d.files[d.next_file : cut], d.links, d.lo, middle)
+        d.next_file, d.lo = cut, middle
+    yield _Run(d.rel, d.fd, d.files[d.next_file : upto], d.links, d.lo, hi)
+    d.next_file = upto
 
 
 def walk(

@@ -50,6 +50,7 @@ from syncd.model import (
     TrackedFile,
     allowed,
 )
+from syncd.plan import Seen, Segment
 from syncd.schema import APPLICATION_ID, FUNCTIONS, MIGRATIONS, SCHEMA_VERSION, SHA_TYPE, sha_hex
 
 BUSY_TIMEOUT_MS = 15_000
@@ -74,6 +75,22 @@ Row = dict[str, Any]
 Conn = sqlite3.Connection
 #: Content hashes are read back as hex on every connection of the store (PARSE_DECLTYPES).
 sqlite3.register_converter(SHA_TYPE, sha_hex)
+
+
+def tracked_range_sql(columns: str, *, bounded: bool) -> str:
+    """The rescan's one query: a folder's files with ``lo <= relpath (< hi)`` in relpath
+    order, each row ``relpath`` then ``columns``: as it comes, it compares with what the
+    walk saw (:data:`syncd.plan.Seen`)."""
+    upper = " AND relpath < ?" if bounded else ""
+    return (
+        f"SELECT relpath, {columns} FROM files"  # noqa: S608 (constant columns)
+        f" WHERE folder = ? AND relpath >= ?{upper} ORDER BY relpath LIMIT ?"
+    )
+
+
+#: What tells whether a file changed, in :data:`syncd.plan.Seen` order (after the name).
+_SEEN_COLUMNS = "size, mtime_ns, inode"
+_FILE_COLUMNS = "size, mtime_ns, inode, dev, sha256, asset_key, problem"
 
 
 def _translate(exc: sqlite3.Error, path: Path | None = None) -> StoreError:
@@ -505,27 +522,24 @@ class Store:
         finally:
             conn.close()
 
-    def iter_tracked(self, folder: str, prefix: str = "") -> Iterator[TrackedFile]:
-        """Tracked files of a folder (or below ``prefix/``) in relpath order, streamed.
+    @contextlib.contextmanager
+    def tracked(self, folder: str) -> Iterator[Tracked]:
+        """A folder's tracked files by relpath range, all read from one snapshot.
 
-        A rescan reads every row: they come as tuples, made into records directly.
+        On a connection of its own, inside one read transaction, so a rescan compares
+        the whole walk with one state while the workers write elsewhere.
         """
-        cols = "folder, relpath, size, mtime_ns, inode, dev, sha256, asset_key, problem"
-        if prefix:
-            rows = self._stream(
-                f"SELECT {cols} FROM files WHERE folder = ? AND relpath >= ? AND relpath < ?"  # noqa: S608
-                " ORDER BY relpath",
-                (folder, prefix + "/", prefix + "0"),
-            )
-        else:
-            rows = self._stream(
-                f"SELECT {cols} FROM files WHERE folder = ? ORDER BY relpath",  # noqa: S608
-                (folder,),
-            )
-        return (
-            TrackedFile(r[0], r[1], FileStat(r[2], r[3], r[4], r[5]), r[6], r[7], r[8])
-            for _names, r in rows
+        conn = sqlite3.connect(
+            f"file:{self.path}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            detect_types=sqlite3.PARSE_DECLTYPES,
         )
+        try:
+            conn.execute("BEGIN")
+            yield Tracked(conn, folder, self.path)
+        finally:
+            conn.close()
 
     def find_moved(self, folder: str, stat: FileStat) -> TrackedFile | None:
         """A tracked file with this inode, size and mtime: a candidate for a move."""
@@ -571,6 +585,37 @@ class Store:
         )
         with self.write() as conn:
             conn.execute(sql, [key, *fields.values()])
+
+
+class Tracked:
+    """What the store knows of one folder's files, range by range, from one read snapshot
+    (a :class:`syncd.plan.TrackedSource`): plain tuples for the comparison, records only
+    for the ranges that differ."""
+
+    def __init__(self, conn: Conn, folder: str, path: Path) -> None:
+        self._conn = conn
+        self.folder = folder
+        self._path = path
+
+    def contents(self, segment: Segment, *, limit: int) -> list[Seen]:
+        return self._rows(_SEEN_COLUMNS, segment, limit)
+
+    def files(self, segment: Segment) -> dict[str, TrackedFile]:
+        rows = self._rows(_FILE_COLUMNS, segment, -1)
+        folder = self.folder
+        return {r[0]: TrackedFile(folder, r[0], FileStat(*r[1:5]), r[5], r[6], r[7]) for r in rows}
+
+    def _rows(self, columns: str, segment: Segment, limit: int) -> list[Any]:
+        """Rows of the segment's range, ``limit`` at most (-1: all of them)."""
+        params: tuple[Any, ...] = (self.folder, segment.lo)
+        if segment.hi is not None:
+            params += (segment.hi,)
+        params += (limit,)
+        sql = tracked_range_sql(columns, bounded=segment.hi is not None)
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self._path) from None
 
 
 _JOB_FIELDS = frozenset(f.name for f in dataclass_fields(Job))

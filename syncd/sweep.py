@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import islice
 from typing import Any
 
 import structlog
@@ -24,16 +24,12 @@ from syncd import plan, scanner
 from syncd.config import FolderConfig
 from syncd.context import Context
 from syncd.errors import RootUnavailable
-from syncd.model import FileStat
 from syncd.safepath import Root
 from syncd.tags import Rules, printable
 
 log = structlog.get_logger(__name__)
 
 BATCH = 500
-
-#: A file the walk found: its relpath in the folder, and its stat.
-Entry = tuple[str, FileStat]
 
 
 @dataclass
@@ -86,15 +82,15 @@ class Sweeper:
         store = self.ctx.ledger.store
         prefix = report.prefix
         walk = _walk(root, folder, prefix, self.ctx.rules[folder.key])
-        found, seen = _peek(_entries(walk, prefix))
-        tracked = store.iter_tracked(folder.key, prefix)
-        diffs = plan.diff(seen, tracked, unreadable=_unseen(walk, prefix))
-        self._queue(folder, root, diffs, report)
+        seen = _Found(_segments(walk, prefix))
+        with store.tracked(folder.key) as tracked:
+            diffs = plan.diff(seen, tracked, unreadable=_unseen(walk, prefix))
+            self._queue(folder, root, diffs, report)
         if walk is not None:
             report.unreadable_dirs = list(walk.unreadable_dirs)
             report.too_deep = list(walk.too_deep)
         # A full scan has just walked the whole root: whether it is empty is known.
-        self._record(folder, root, row, report, empty=None if prefix else not found)
+        self._record(folder, root, row, report, empty=None if prefix else not seen.any)
         log.info(
             "scan.done",
             folder=folder.key,
@@ -202,19 +198,25 @@ def _too_deep(folder: FolderConfig, skipped: list[str]) -> str | None:
     )
 
 
-def _entries(walk: scanner.Scan | None, prefix: str) -> Iterator[Entry]:
-    """What the walk finds, relpaths made relative to the folder, in relpath order."""
-    if walk is None:
-        return iter(())
-    return ((f"{prefix}/{e.relpath}" if prefix else e.relpath, e.stat) for e in walk)
+def _segments(walk: scanner.Scan | None, prefix: str) -> Iterator[plan.Segment]:
+    """What the walk finds, segment by segment; a prefix it may not walk (an ignored
+    folder) is one empty segment: what is tracked there is gone."""
+    if walk is not None:
+        return walk.segments()
+    return iter([plan.Segment(prefix + "/", prefix + "/", prefix + "0")])
 
 
-def _peek(items: Iterator[Entry]) -> tuple[bool, Iterator[Entry]]:
-    """Whether there is any entry, and all of them still to come."""
-    first = next(items, None)
-    if first is None:
-        return False, iter(())
-    return True, chain([first], items)
+class _Found:
+    """The walk's segments, passed on; ``any`` says whether one held a file."""
+
+    def __init__(self, segments: Iterator[plan.Segment]) -> None:
+        self._segments = segments
+        self.any = False
+
+    def __iter__(self) -> Iterator[plan.Segment]:
+        for segment in self._segments:
+            self.any = self.any or bool(segment.seen)
+            yield segment
 
 
 def _unseen(walk: scanner.Scan | None, prefix: str) -> Callable[[str], bool]:

@@ -24,7 +24,7 @@ import fnmatch
 import posixpath
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 #: Hidden names (a leading ``.``) are ignored separately, at any depth.
@@ -142,6 +142,67 @@ def _union(globs: Sequence[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(fnmatch.translate(_norm(g)) for g in globs))
 
 
+@dataclass(frozen=True, slots=True)
+class _NameGlobs:
+    """Globs of a name sorted by shape, so most are string tests rather than a regex:
+    ``thumbs.db`` a name, ``*.jpg`` a suffix, ``~*`` a prefix; the rest a regex."""
+
+    names: frozenset[str]
+    prefixes: tuple[str, ...]
+    suffixes: tuple[str, ...]
+    other: re.Pattern[str] | None
+
+    @classmethod
+    def compile(cls, globs: Sequence[str]) -> _NameGlobs:
+        names, prefixes, suffixes, other = set(), [], [], []
+        for glob in map(_norm, globs):
+            head, tail = glob[:1], glob[1:]
+            if not _WILD.search(glob):
+                names.add(glob)
+            elif head == "*" and not _WILD.search(tail):
+                suffixes.append(tail)
+            elif glob[-1:] == "*" and not _WILD.search(glob[:-1]):
+                prefixes.append(glob[:-1])
+            else:
+                other.append(glob)
+        return cls(frozenset(names), tuple(prefixes), tuple(suffixes), _union(other))
+
+
+_WILD = re.compile(r"[*?\[]")
+
+
+def _name_test(include: Sequence[str], exclude: Sequence[str]) -> Callable[[str], bool] | None:
+    """Not hidden, no exclude glob, some include glob (if any), told from the name alone;
+    None when a glob looks at the whole relpath."""
+    if any("/" in g for g in (*include, *exclude)):
+        return None
+    ex = _NameGlobs.compile(exclude)
+    ex_names, ex_pre, ex_suf, ex_other = ex.names, ex.prefixes, ex.suffixes, ex.other
+    inc = _NameGlobs.compile(include or ["*"])
+    in_names, in_pre, in_suf, in_other = inc.names, inc.prefixes, inc.suffixes, inc.other
+    normalize = unicodedata.normalize
+
+    def keeps(name: str) -> bool:
+        norm = name.lower() if name.isascii() else normalize("NFC", name).lower()  # as _norm
+        if (
+            not norm
+            or norm[0] == "."
+            or norm.endswith(ex_suf)
+            or norm in ex_names
+            or norm.startswith(ex_pre)
+            or (ex_other is not None and ex_other.match(norm) is not None)
+        ):
+            return False
+        return (
+            norm.endswith(in_suf)
+            or norm in in_names
+            or norm.startswith(in_pre)
+            or (in_other is not None and in_other.match(norm) is not None)
+        )
+
+    return keeps
+
+
 def _split_excludes(exclude: Sequence[str]) -> tuple[list[str], list[str]]:
     """Excludes for files (no trailing ``/``) and for folders (all of them)."""
     files: list[str] = []
@@ -171,6 +232,7 @@ class Rules:
     _include: _Globs | None = field(init=False, repr=False, compare=False)
     _exclude_files: _Globs = field(init=False, repr=False, compare=False)
     _exclude_dirs: _Globs = field(init=False, repr=False, compare=False)
+    _name_test: Callable[[str], bool] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         include = tuple(g.strip() for g in self.include if g.strip())
@@ -185,6 +247,18 @@ class Rules:
         object.__setattr__(
             self, "_exclude_dirs", _Globs.compile([*BUILTIN_DIR_GLOBS, *dir_excludes])
         )
+        file_globs = [*BUILTIN_FILE_GLOBS, *file_excludes]
+        object.__setattr__(self, "_name_test", _name_test(include, file_globs))
+
+    def name_test(self) -> Callable[[str], bool] | None:
+        """Whether a file of this name is kept, told from the name alone, when no glob
+        looks at the whole relpath (None when one does: ask :meth:`ignores_file`).
+
+        Says what ``not ignores_file(relpath, parents_checked=True)`` says for a file of
+        that name (a test holds the two together); a rescan asks it of every file, so
+        most globs are string tests here (a suffix, a prefix, a name), not a regex.
+        """
+        return self._name_test
 
     def ignores_file(self, relpath: str, *, parents_checked: bool = False) -> bool:
         """Whether the file at ``relpath`` is left alone (by its name or its folders)."""

@@ -11,7 +11,7 @@ import pytest
 from syncd.config import FolderConfig
 from syncd.ledger import Ledger
 from syncd.model import FileStat, JobKind, RemoteAsset
-from syncd.store import Store
+from syncd.store import Store, tracked_range_sql
 from tests.support import FakeClock
 
 ROOT = "/hot"
@@ -94,3 +94,17 @@ def test_claims_use_the_per_kind_index(ledger: Ledger) -> None:
     for sql in statements:
         assert any("INDEX jobs_claim (kind=? AND state=? AND not_before<?)" in s
                    for s in plan_of(conn, sql)), sql  # fmt: skip
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+@pytest.mark.parametrize("columns", ["size, mtime_ns, inode", "size, dev, sha256, problem"])
+def test_the_rescan_reads_a_range_of_the_folder_by_its_key(
+    ledger: Ledger, bounded: bool, columns: str
+) -> None:
+    """A rescan's query per segment seeks (folder, relpath) and reads rows in key order."""
+    sql = tracked_range_sql(columns, bounded=bounded)
+    params = (*(ROOT, "a/", "a0")[: 3 if bounded else 2], 1000)
+    steps = [row[3] for row in ledger.store.conn().execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+    assert not any(s.startswith("SCAN") or "TEMP B-TREE" in s for s in steps), steps
+    upper = " AND relpath<?" if bounded else ""
+    assert any(f"(folder=? AND relpath>?{upper})" in s for s in steps), steps

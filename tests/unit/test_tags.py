@@ -248,3 +248,31 @@ def test_ignored_dir_hides_everything_below(dirs: list[str]) -> None:
     if dir_ignored:
         assert DEFAULT.ignores_file(relpath)
     assert DEFAULT.ignores_dir("/".join([*dirs, ".hidden"]))
+
+
+_NAME_PARTS = st.sampled_from(
+    ["a", "B", ".", "~", "j", "p", "g", "x", "é", "É", "e\u0301", "_", "[", "thumbs.db", ".jpg",
+     ".JPG", ".tmp", ".part", "raw"]
+)  # fmt: skip
+_RULES = [
+    Rules(),
+    Rules(include=[]),
+    Rules(include=["*.jpg", "a?b*", "[ab]*.png", "é*"], exclude=["*.jpg~", "x*", "Thumbs.db"]),
+    Rules(exclude=["x*", "*.tmp", "exact.jpg", "É*", "raw/"]),
+    Rules(include=["*"], exclude=["*.p?g"]),
+]
+
+
+@given(st.lists(_NAME_PARTS, min_size=1, max_size=5).map("".join))
+def test_the_name_test_says_what_ignores_file_says(name: str) -> None:
+    """The rescan's one-call name test keeps exactly the files ignores_file does not ignore."""
+    for rules in _RULES:
+        keeps = rules.name_test()
+        assert keeps is not None
+        assert keeps(name) == (not rules.ignores_file(f"d/{name}", parents_checked=True))
+
+
+def test_a_glob_of_the_whole_path_has_no_name_test() -> None:
+    """A glob with a '/' looks at the relpath: the scanner asks ignores_file instead."""
+    assert Rules(exclude=["clients/old/*"]).name_test() is None
+    assert Rules(include=["shoes/*.jpg"]).name_test() is None
