@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -45,7 +45,6 @@ from syncd.handoff import Handoff
 from syncd.intake import Intake, ScanRequests
 from syncd.ledger import Ledger
 from syncd.lifecycle import Lifecycle
-from syncd.metrics import Metrics
 from syncd.model import JobKind, Workflow
 from syncd.notify import Notifier
 from syncd.plan import LateAnswers
@@ -57,6 +56,9 @@ from syncd.uploader import FileWorkflow, UploadWorkflow
 from syncd.verify import index_library
 from syncd.watcher import FolderWatcher
 from syncd.workers import API_KINDS, FILE_KINDS, STORE_RETRY_SECONDS, Workers
+
+if TYPE_CHECKING:
+    from syncd.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -196,6 +198,9 @@ class Daemon:
         """The opt-in metrics endpoint and notify command, when the config asks for them."""
         assert self.store is not None and self.ctx is not None
         if self.config.metrics.listen:
+            # Only when asked for: prometheus-client is not loaded otherwise.
+            from syncd.metrics import Metrics  # noqa: PLC0415
+
             self.metrics = Metrics(
                 self.config.metrics.listen, self.store, self.ctx.breaker, list(self.folders)
             )
@@ -275,11 +280,20 @@ class Daemon:
     # -- the loops ------------------------------------------------------------------
 
     def run_forever(self) -> None:
-        """The daemon: watch, scan, work, until asked to stop."""
-        self.start_threads()
-        self._maintain()  # starts the watchers
-        self.notifier.ready(self._status_text())
+        """The daemon: watch, scan, work, until asked to stop.
+
+        READY is said as soon as the state is open and recovered and every folder's
+        watcher (with its first scan) is asked for; the workers, the scan, pruning and
+        the status line follow it: systemd (and whatever is ordered after syncd) need not
+        wait for them.
+        """
+        for folder in self.config.folders:
+            self._isolated(self.intake.ensure_watcher, folder, folder=folder.key)
+        self.notifier.ready(f"watching {len(self.folders)} folder(s)")
         log.info("daemon.ready", folders=list(self.folders))
+        self.start_threads()
+        self._maintain()
+        self.notifier.status(self._status_text())
         last_beat = 0.0
         beat = min(self.timers.heartbeat, self.notifier.watchdog_interval() or float("inf"))
         while not self.stopping.wait(self.timers.tick):

@@ -24,9 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields as dataclass_fields
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from syncd.errors import (
     InvalidTransition,
@@ -51,6 +49,9 @@ from syncd.model import (
     allowed,
 )
 from syncd.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 BUSY_TIMEOUT_MS = 15_000
 #: A file job whose path another file job is hashing waits: one look at a path at a time.
@@ -208,7 +209,12 @@ class Store:
         return conn
 
     def db(self, conn: sqlite3.Connection | None = None) -> sqlite_utils.Database:
-        """sqlite-utils over this thread's connection (inside its transaction, if any)."""
+        """sqlite-utils over this thread's connection (inside its transaction, if any).
+
+        Imported here: no hot path uses it, and loading it would slow every start.
+        """
+        import sqlite_utils  # noqa: PLC0415
+
         return sqlite_utils.Database(
             conn or self.conn(), execute_plugins=False, recursive_triggers=False
         )
