@@ -295,10 +295,10 @@ class Store:
         """
         self._on_queued.append(listener)
 
-    def _queued(self, kind: JobKind) -> None:
+    def _queued(self, kind: JobKind, count: int = 1) -> None:
         queued: Counter[JobKind] | None = getattr(self._local, "queued", None)
-        if queued is not None:
-            queued[kind] += 1
+        if queued is not None and count:
+            queued[kind] += count
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
@@ -392,6 +392,26 @@ class Store:
             self._queued(kind)
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    def new_file_jobs(
+        self,
+        conn: sqlite3.Connection,
+        folder: str,
+        relpaths: Sequence[str],
+        *,
+        not_before: float,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """Insert pending file jobs for many paths in one statement (a scan's findings)."""
+        now = self.clock()
+        state, text = str(INITIAL[JobKind.FILE]), json.dumps(detail or {})
+        conn.executemany(
+            INSERT_JOB_SQL,
+            [("file", state, 0, folder, relpath, None, not_before, None, now, now, text, None)
+             for relpath in relpaths],
+        )  # fmt: skip
+        self._queued(JobKind.FILE, len(relpaths))
+        return len(relpaths)
 
     def job(self, conn: sqlite3.Connection, job_id: int) -> Job:
         """One job as the transaction sees it."""
