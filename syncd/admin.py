@@ -166,6 +166,13 @@ class Admin:
         )
         return [row_to_job(r) for r in rows]
 
+    def held_count(self) -> int:
+        """Deletions held (one count in the (kind, state) index: asked before READY)."""
+        rows = self.store.query(
+            "SELECT count(*) AS n FROM jobs WHERE kind = 'delete' AND state = 'held'"
+        )
+        return int(rows[0]["n"])
+
     def held(self, limit: int = 20) -> list[Job]:
         rows = self.store.query(
             "SELECT * FROM jobs WHERE state = 'held' ORDER BY id LIMIT ?", (limit,)

@@ -216,7 +216,7 @@ class Daemon:
                 self.config.notify.command, min_interval=self.config.notify.min_interval_seconds
             )
             self.alerts.start()
-        self._held = self.ctx.ledger.counts().get("delete", {}).get("held", 0)
+        self._held = self.ctx.ledger.held_count()
 
     def start_threads(self, *, watch: bool = True) -> None:
         self._spawn("syncd-scanner", self._index_then_scan)
