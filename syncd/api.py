@@ -15,7 +15,6 @@ put into the ``Authorization`` header and is scrubbed from every message we buil
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from types import TracebackType
@@ -291,37 +290,14 @@ class AssetsClient:
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self._base_url = base_url
-        self._timeout = timeout
-        self._transport = transport
-        self._pool: httpx.Client | None = None
-        self._pool_lock = threading.Lock()
-        self._closed = False
-
-    @property
-    def _http(self) -> httpx.Client:
-        """The connection pool, made on the first request.
-
-        Making it loads the TLS trust store and the HTTP stack (a tenth of a second):
-        work the daemon's start-up need not wait for before it says READY.
-        """
-        pool = self._pool
-        if pool is not None:
-            return pool
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = httpx.Client(
-                    base_url=self._base_url,
-                    auth=self._auth,
-                    headers={"User-Agent": f"syncd/{__version__}", "Accept": "application/json"},
-                    timeout=httpx.Timeout(
-                        self._timeout, connect=min(self._timeout, CONNECT_TIMEOUT)
-                    ),
-                    follow_redirects=False,
-                    transport=self._transport,
-                )
-                if self._closed:
-                    self._pool.close()  # a request after close() fails as httpx's would
-            return self._pool
+        self._http = httpx.Client(
+            base_url=base_url,
+            auth=self._auth,
+            headers={"User-Agent": f"syncd/{__version__}", "Accept": "application/json"},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
+            follow_redirects=False,
+            transport=transport,
+        )
 
     def __repr__(self) -> str:
         return f"AssetsClient(base_url={self._base_url!r})"
@@ -338,10 +314,7 @@ class AssetsClient:
         self.close()
 
     def close(self) -> None:
-        with self._pool_lock:
-            self._closed = True
-            if self._pool is not None:
-                self._pool.close()
+        self._http.close()
 
     # --- endpoints ---
 

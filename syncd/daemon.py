@@ -219,7 +219,15 @@ class Daemon:
         self._held = self.ctx.ledger.held_count()
 
     def start_threads(self, *, watch: bool = True) -> None:
+        self.start_scanner()
+        self.start_workers(watch=watch)
+
+    def start_scanner(self) -> None:
+        """The scanner thread: it reads the library index of a new database first."""
         self._spawn("syncd-scanner", self._index_then_scan)
+
+    def start_workers(self, *, watch: bool = True) -> None:
+        """The recorder (when watching), the job workers and the processing follow-up."""
         if watch:
             self._spawn("syncd-recorder", lambda: self.intake.record_loop(self.stopping))
         workers = self.workers
@@ -289,15 +297,17 @@ class Daemon:
         """The daemon: watch, scan, work, until asked to stop.
 
         READY is said as soon as the state is open and recovered and every folder's
-        watcher (with its first scan) is asked for; the workers, the scan, pruning and
-        the status line follow it: systemd (and whatever is ordered after syncd) need not
-        wait for them.
+        watcher (with its first scan) is asked for; the workers, pruning and the status
+        line follow it: systemd (and whatever is ordered after syncd) need not wait for
+        them. The scanner starts first, as before the watchers: a new database's library
+        index (which uploads wait for) is under way by the time the folders are watched.
         """
+        self.start_scanner()
         for folder in self.config.folders:
             self._isolated(self.intake.ensure_watcher, folder, folder=folder.key)
         self.notifier.ready(f"watching {len(self.folders)} folder(s)")
         log.info("daemon.ready", folders=list(self.folders))
-        self.start_threads()
+        self.start_workers()
         self._maintain()
         self.notifier.status(self._status_text())
         last_beat = 0.0
