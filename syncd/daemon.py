@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -46,7 +46,6 @@ from syncd.handoff import Handoff
 from syncd.intake import Intake, ScanRequests
 from syncd.ledger import Ledger
 from syncd.lifecycle import Lifecycle
-from syncd.metrics import Metrics
 from syncd.model import JobKind, Workflow
 from syncd.notify import Notifier
 from syncd.plan import LateAnswers
@@ -58,6 +57,9 @@ from syncd.uploader import FileWorkflow, UploadWorkflow
 from syncd.verify import index_library
 from syncd.watcher import FolderWatcher
 from syncd.workers import API_KINDS, FILE_KINDS, STORE_RETRY_SECONDS, Workers
+
+if TYPE_CHECKING:
+    from syncd.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -91,13 +93,18 @@ class Daemon:
         client: AssetsClient | None = None,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         timers: Timers | None = None,
         max_watches: int | None = None,
         mountinfo: Path = MOUNTINFO,
     ) -> None:
         self.config = config
         self.mountinfo = mountinfo
+        #: Wall-clock epoch seconds: what is recorded (jobs, heartbeats, the key probe).
         self.clock = clock
+        #: Seconds that only go forward: every interval and deadline of the daemon's own
+        #: (rescans, pruning, heartbeats, the stop deadline), untouched by a clock step.
+        self.monotonic = monotonic
         self.timers = timers or Timers()
         self.max_watches = max_watches
         self.notifier = notifier or Notifier.from_env()
@@ -166,6 +173,7 @@ class Daemon:
             wake=self._notify_all,
             max_watches=self.max_watches,
             mountinfo=self.mountinfo,
+            monotonic=self.monotonic,
         )
         self.sweeper = Sweeper(self.ctx)
         pace = Pace(self.config.daemon.processing_requests_per_second, self.stopping.wait)
@@ -198,6 +206,9 @@ class Daemon:
         """The opt-in metrics endpoint and notify command, when the config asks for them."""
         assert self.store is not None and self.ctx is not None
         if self.config.metrics.listen:
+            # Only when asked for: prometheus-client is not loaded otherwise.
+            from syncd.metrics import Metrics  # noqa: PLC0415
+
             self.metrics = Metrics(
                 self.config.metrics.listen, self.store, self.ctx.breaker, list(self.folders)
             )
@@ -207,10 +218,18 @@ class Daemon:
                 self.config.notify.command, min_interval=self.config.notify.min_interval_seconds
             )
             self.alerts.start()
-        self._held = self.ctx.admin.counts().get("delete", {}).get("held", 0)
+        self._held = self.ctx.admin.held_count()
 
     def start_threads(self, *, watch: bool = True) -> None:
+        self.start_scanner()
+        self.start_workers(watch=watch)
+
+    def start_scanner(self) -> None:
+        """The scanner thread: it reads the library index of a new database first."""
         self._spawn("syncd-scanner", self._index_then_scan)
+
+    def start_workers(self, *, watch: bool = True) -> None:
+        """The recorder (when watching), the job workers and the processing follow-up."""
         if watch:
             self._spawn("syncd-recorder", lambda: self.intake.record_loop(self.stopping))
         workers = self.workers
@@ -256,9 +275,9 @@ class Daemon:
         if self.ctx is not None:
             self.intake.stop_all()
         self._notify_all()
-        deadline = time.monotonic() + STOP_DEADLINE
+        deadline = self.monotonic() + STOP_DEADLINE
         for thread in self.threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(max(0.0, deadline - self.monotonic()))
         if self.ctx is not None:
             self.intake.drain()
         if self.workers is not None:
@@ -277,17 +296,28 @@ class Daemon:
     # -- the loops ------------------------------------------------------------------
 
     def run_forever(self) -> None:
-        """The daemon: watch, scan, work, until asked to stop."""
-        self.start_threads()
-        self._maintain()  # starts the watchers
-        self.notifier.ready(self._status_text())
+        """The daemon: watch, scan, work, until asked to stop.
+
+        READY is said as soon as the state is open and recovered and every folder's
+        watcher (with its first scan) is asked for; the workers, pruning and the status
+        line follow it: systemd (and whatever is ordered after syncd) need not wait for
+        them. The scanner starts first, as before the watchers: a new database's library
+        index (which uploads wait for) is under way by the time the folders are watched.
+        """
+        self.start_scanner()
+        for folder in self.config.folders:
+            self._isolated(self.intake.ensure_watcher, folder, folder=folder.key)
+        self.notifier.ready(f"watching {len(self.folders)} folder(s)")
         log.info("daemon.ready", folders=list(self.folders))
+        self.start_workers()
+        self._maintain()
+        self.notifier.status(self._status_text())
         last_beat = 0.0
         beat = min(self.timers.heartbeat, self.notifier.watchdog_interval() or float("inf"))
         while not self.stopping.wait(self.timers.tick):
             self._maintain()
-            if time.monotonic() - last_beat >= beat:
-                last_beat = time.monotonic()
+            if self.monotonic() - last_beat >= beat:
+                last_beat = self.monotonic()
                 self._heartbeat()
 
     def _maintain(self) -> None:
@@ -319,9 +349,9 @@ class Daemon:
 
     def _prune(self) -> None:
         """Once an hour, forget finished jobs older than a month: the queue stays small."""
-        if time.monotonic() < self._next_prune:
+        if self.monotonic() < self._next_prune:
             return
-        self._next_prune = time.monotonic() + PRUNE_EVERY
+        self._next_prune = self.monotonic() + PRUNE_EVERY
         assert self.ctx is not None
         removed = self.ctx.admin.prune(before=self.clock() - PRUNE_AFTER)
         if removed:
@@ -331,17 +361,25 @@ class Daemon:
         healthy = all(t.is_alive() for t in self.threads)
         if healthy:
             self.notifier.watchdog()
-        self.notifier.status(self._status_text())
+        counts: dict[str, dict[str, int]] | None = None
+        with contextlib.suppress(StoreError):  # _status_text says why
+            counts = self._counts()
+        self.notifier.status(self._status_text(counts))
         with contextlib.suppress(StoreError):
             assert self.store is not None and self.beacon is not None
             self.store.set_meta("heartbeat", f"{self.clock():.3f} {os.getpid()}")
             self.beacon.holder(progress)
-            self._watch_held()
+            if counts is not None:
+                self._watch_held(counts)
 
-    def _watch_held(self) -> None:
-        """Say when more deletions are held than before (the notify command hears it)."""
+    def _counts(self) -> dict[str, dict[str, int]]:
+        """Live jobs per kind and state: one count per heartbeat serves all its uses."""
         assert self.ctx is not None
-        held = self.ctx.admin.counts().get("delete", {}).get("held", 0)
+        return self.ctx.admin.counts()
+
+    def _watch_held(self, counts: dict[str, dict[str, int]]) -> None:
+        """Say when more deletions are held than before (the notify command hears it)."""
+        held = counts.get("delete", {}).get("held", 0)
         if held > self._held:
             log.warning("deletions.held", count=held, new=held - self._held)
         self._held = held
@@ -360,10 +398,10 @@ class Daemon:
                     log.info("scan.requested", folder=folder.key, by="syncd rescan")
                     self.request_scan(folder.key)
 
-    def status_line(self) -> str:
+    def status_line(self, counts: dict[str, dict[str, int]] | None = None) -> str:
         if self.ctx is None:
             return "starting"
-        counts = self.ctx.admin.counts()
+        counts = self._counts() if counts is None else counts
         up = counts.get("upload", {})
         pending = up.get("pending", 0) + up.get("uploading", 0)
         failed = sum(c.get("failed", 0) for c in counts.values())
@@ -375,10 +413,10 @@ class Daemon:
             text += "; the API is unreachable, probing"
         return text
 
-    def _status_text(self) -> str:
+    def _status_text(self, counts: dict[str, dict[str, int]] | None = None) -> str:
         """The status line, or why there is none: an unreadable store is asked again later."""
         try:
-            return self.status_line()
+            return self.status_line(counts)
         except StoreError as exc:
             log.warning("status.unavailable", error=str(exc))
             return f"state database unavailable: {exc}"
@@ -444,7 +482,7 @@ class Daemon:
                     self.intake.scanned(key)
                 self.sweeper.scan(folder, prefix)
                 if not prefix:
-                    self._last_scan[key] = time.monotonic()
+                    self._last_scan[key] = self.monotonic()
             except StoreError as exc:
                 self._scan_failed(key, exc)
             except Exception:
@@ -456,7 +494,7 @@ class Daemon:
     def _scan_failed(self, key: str, error: StoreError) -> None:
         """What the scan found (and the events that asked for it) is not recorded: rescan."""
         log.error("scan.failed", folder=key, error=str(error))
-        self._scan_retry[key] = time.monotonic() + STORE_RETRY_SECONDS
+        self._scan_retry[key] = self.monotonic() + STORE_RETRY_SECONDS
 
     def _notify_all(self) -> None:
         if self.workers is not None:
@@ -466,13 +504,13 @@ class Daemon:
 
     def _periodic_rescan(self, folder: FolderConfig) -> None:
         retry = self._scan_retry.get(folder.key)
-        if retry is not None and time.monotonic() >= retry:
+        if retry is not None and self.monotonic() >= retry:
             del self._scan_retry[folder.key]
             self.request_scan(folder.key)
         period = self.config.daemon.rescan_interval_seconds
         last = self._last_scan.get(folder.key)
-        if period > 0 and last is not None and time.monotonic() - last >= period:
-            self._last_scan[folder.key] = time.monotonic()
+        if period > 0 and last is not None and self.monotonic() - last >= period:
+            self._last_scan[folder.key] = self.monotonic()
             self.request_scan(folder.key)
 
     def _scan_if_approved(self, folder: FolderConfig) -> None:
@@ -533,7 +571,7 @@ class Daemon:
             if not self.stopping.is_set():
                 self.sweeper.scan(folder)
         self.start_threads(watch=False)
-        stopped = self._work_until_done(time.monotonic() + max_wait, progress)
+        stopped = self._work_until_done(self.monotonic() + max_wait, progress)
         if self.failed:
             stopped = "thread"
         result = summary.count(self.store, started, stopped)
@@ -549,7 +587,7 @@ class Daemon:
         total = max(1, self.ctx.admin.outstanding())
         last_beat = 0.0
         while not self.stopping.is_set():
-            if time.monotonic() >= deadline:
+            if self.monotonic() >= deadline:
                 return "timeout"
             if self.ctx.breaker.auth_rejected_since is not None:
                 log.error("sync.key_rejected", error=self.ctx.breaker.state.last_error)
@@ -558,8 +596,8 @@ class Daemon:
             total = max(total, left)
             if progress:
                 progress(total - left, total)
-            if time.monotonic() - last_beat >= 1.0:
-                last_beat = time.monotonic()
+            if self.monotonic() - last_beat >= 1.0:
+                last_beat = self.monotonic()
                 self._heartbeat({"done": total - left, "total": total})
                 self._publish()
             if left == 0 and self.busy == 0 and not len(self.scan_requests):

@@ -34,13 +34,15 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
-
-from PIL import Image, ImageCms, ImageOps
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from syncd.config import CONVERTIBLE
 from syncd.errors import FileProblem
 from syncd.hashing import MAX_UPLOAD_BYTES
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 HEAD_BYTES = 64  # how much of a file's start check_header needs to tell its format
 
@@ -74,8 +76,15 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct
 #: The largest image decoded (Pillow's default bomb limit): 89.5 megapixels. An 88 MP
 #: TIFF's conversion peaks near 650 MB (README, "Memory"), and only one runs at a time.
 MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
-Image.MAX_IMAGE_PIXELS = None  # checked in _decoded, without the warnings module
 _slot = threading.RLock()
+
+
+def _pillow() -> ModuleType:
+    """Pillow's ``Image``, imported on first use: the daemon need not load it to start."""
+    from PIL import Image  # noqa: PLC0415
+
+    Image.MAX_IMAGE_PIXELS = None  # checked in _decoded, without the warnings module
+    return Image
 
 
 def slot() -> threading.RLock:
@@ -220,7 +229,7 @@ def _heif_ready() -> bool:
         heif = importlib.import_module("pillow_heif")
     except ImportError:
         return False
-    if _PILLOW_NAMES["heic"] not in Image.OPEN:
+    if _PILLOW_NAMES["heic"] not in _pillow().OPEN:
         heif.register_heif_opener()
     return True
 
@@ -255,7 +264,7 @@ def _decoded(data: bytes, fmt: str, *, reduce: bool = False) -> Iterator[Image.I
     found just the same with a fraction of the memory.
     """
     with _as_file_problem():
-        image = Image.open(io.BytesIO(data), formats=[_PILLOW_NAMES[fmt]])
+        image = _pillow().open(io.BytesIO(data), formats=[_PILLOW_NAMES[fmt]])
         try:
             _check_pixels(image)
             if reduce and fmt == "jpeg":
@@ -339,6 +348,8 @@ def _sized(
 
 def _normalised(source: Image.Image) -> tuple[Image.Image, _Extras]:
     """Upright pixels in a mode JPEG (RGB, L) or an alpha format (RGBA) can carry."""
+    from PIL import ImageOps  # noqa: PLC0415  (only a re-encode needs it)
+
     icc = source.info.get("icc_profile") or None
     try:
         ImageOps.exif_transpose(source, in_place=True)
@@ -373,6 +384,8 @@ def _to_output_mode(image: Image.Image, icc: bytes | None) -> tuple[Image.Image,
 
 def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
     """Use the file's own CMYK profile when it has one; a plain formula otherwise."""
+    from PIL import ImageCms  # noqa: PLC0415  (only a CMYK conversion needs it)
+
     if icc is not None and _icc_space(icc) == "CMYK":
         try:
             srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
@@ -428,7 +441,7 @@ def _encode(
     image: Image.Image, fmt: str, quality: int, extras: _Extras, size: tuple[int, int] | None = None
 ) -> bytes:
     if size is not None and size != image.size:
-        with image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0) as smaller:
+        with image.resize(size, _pillow().Resampling.LANCZOS, reducing_gap=3.0) as smaller:
             return _encode(smaller, fmt, quality, extras)
     options: dict[str, Any] = {} if fmt == "png" else {"quality": quality}
     if fmt == "jpeg":

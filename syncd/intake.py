@@ -8,8 +8,11 @@ change: each one asks for a scan, and the scan is the truth.
 Watchers are started, replaced and retired only by the daemon's main loop
 (:meth:`Intake.ensure_watcher`); the recorder thread merely notes a root that went away.
 Starting one walks the folder's whole tree, so it runs on a thread of its own (one per
-folder at most): a huge or hostile tree delays no other folder, and the folder's first
-scan is asked for before the watcher starts, whatever the watcher then does.
+folder at most): a huge or hostile tree delays no other folder. The folder's scan is
+asked for once the watch is placed (a scan that starts after it misses nothing, so no
+second one is needed: on a first start with 100k files that is a second full walk and a
+look per file saved), or after ``FIRST_SCAN_WAIT`` if the watcher is slower than that
+or fails, whatever the watcher then does.
 The scans all this asks for wait in :class:`ScanRequests`, each at most once.
 """
 
@@ -38,6 +41,8 @@ EVENT_QUEUE_SIZE = 20_000
 BATCH = 1000
 #: How soon a watcher that failed to start is tried again (seconds).
 WATCH_RETRY_SECONDS = 30.0
+#: How long a folder's scan waits for its watcher to be placed, at most (seconds).
+FIRST_SCAN_WAIT = 5.0
 
 
 class ScanRequests:
@@ -92,8 +97,11 @@ class Intake:
         wake: Callable[[], None],
         max_watches: int | None = None,
         mountinfo: Path = fstype.MOUNTINFO,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.mountinfo = mountinfo
+        #: Seconds that only go forward: when to retry a watcher, when to stop waiting.
+        self.monotonic = monotonic
         self.ledger = ledger
         self.rules = rules
         self.request_scan = request_scan
@@ -106,6 +114,8 @@ class Intake:
         self._gone_roots: set[str] = set()
         self._starting: set[str] = set()
         self._retry_at: dict[str, float] = {}
+        #: Folders whose watcher is starting: when their scan stops waiting for it.
+        self._scan_due: dict[str, float] = {}
         self._closed = False
         self._lock = threading.Lock()
 
@@ -174,9 +184,9 @@ class Intake:
 
     def ensure_watcher(self, folder: FolderConfig) -> None:
         """Start a watcher where none runs; replace a dead or retired one (and rescan)."""
+        if self._still_starting(folder.key):
+            return
         with self._lock:
-            if folder.key in self._starting:
-                return
             watcher = self.watchers.get(folder.key)
             retired = folder.key in self._gone_roots
             self._gone_roots.discard(folder.key)
@@ -190,15 +200,28 @@ class Intake:
         if not health.ok:
             self._mark_unavailable(folder.key, health.reason or "unavailable")
             return
-        if time.monotonic() < self._retry_at.get(folder.key, 0.0):
+        if self.monotonic() < self._retry_at.get(folder.key, 0.0):
             return
-        # The first scan does not wait for the watcher (which may take long, or fail).
-        self.request_scan(folder.key, "")
         with self._lock:
             self._starting.add(folder.key)
+            self._scan_due[folder.key] = self.monotonic() + FIRST_SCAN_WAIT
         threading.Thread(
             target=self._start_watcher, args=(folder,), name="syncd-watch-start", daemon=True
         ).start()
+
+    def _still_starting(self, key: str) -> bool:
+        """Whether the folder's watcher is being started; past ``FIRST_SCAN_WAIT`` its scan
+        is asked for without it (once)."""
+        with self._lock:
+            if key not in self._starting:
+                return False
+            due = self._scan_due.get(key)
+            overdue = due is not None and self.monotonic() >= due
+            if overdue:
+                del self._scan_due[key]
+        if overdue:
+            self.request_scan(key, "")
+        return True
 
     def _start_watcher(self, folder: FolderConfig) -> None:
         """On its own thread: walk the tree and place the watches; failures are this folder's."""
@@ -220,19 +243,22 @@ class Intake:
             started = False
         with self._lock:
             self._starting.discard(folder.key)
+            self._scan_due.pop(folder.key, None)
             keep = started and not self._closed
             if keep:
                 self.watchers[folder.key] = watcher
             elif not started:
-                self._retry_at[folder.key] = time.monotonic() + WATCH_RETRY_SECONDS
+                self._retry_at[folder.key] = self.monotonic() + WATCH_RETRY_SECONDS
         if not keep:
             watcher.stop()
+            if not started:  # no watch: the scan (merged if still queued) is the only look
+                self.request_scan(folder.key, "")
             return
         reason = choice.reason if watcher.mode == choice.mode else "the inotify watch limit"
         log.info("watcher.mode", folder=folder.key, mode=watcher.mode, why=reason)
         if choice.network and not choice.polling:
             log.warning("watcher.network_inotify", folder=folder.key, why=choice.reason)
-        # Events from before the watch may be missed: scan again (merged if still queued).
+        # Events from before the watch may be missed: scan (merged if still queued).
         # Asked for before the store is written: a failed write must not lose the scan.
         self.request_scan(folder.key, "")
         try:

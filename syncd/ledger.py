@@ -33,6 +33,8 @@ from syncd.tags import asset_name
 S = JobState
 #: The reason a job carries while a rejected API key holds it back.
 KEY_PAUSE = "paused: the API key is not accepted"
+#: A path's file jobs that a new change supersedes or joins.
+_LIVE_FILE_JOBS = "kind = 'file' AND folder = ? AND relpath = ? AND state IN ('pending', 'failed')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,30 +161,62 @@ class Ledger:
     def enqueue_paths(
         self, folder: str, relpaths: Iterable[str], *, delay: float = 0.0, hold: bool = False
     ) -> int:
-        """Queue file jobs for paths (a scan's findings), in one transaction."""
+        """Queue file jobs for paths (a scan's findings), in one transaction.
+
+        A scan queues up to a whole folder this way (a first start: every file), beside
+        workers recording their outcomes: a path with no live job (most) costs one index
+        seek, and the new jobs are inserted in one statement, so a batch holds the write connection
+        for little more than SQLite's own work.
+        """
         when = self.store.clock() + delay
-        count = 0
+        paths = list(dict.fromkeys(relpaths))
+        detail = {"hold": True} if hold else None
         with self.store.write() as conn:
-            for relpath in relpaths:
-                self._enqueue(conn, folder, relpath, when, hold=hold)
-                count += 1
-        return count
+            live = self._live_file_jobs(conn, folder, paths)
+            for relpath, jobs in live.items():
+                self._enqueue_over(conn, jobs, folder, relpath, when, hold=hold)
+            fresh = [p for p in paths if p not in live]
+            self.store.new_file_jobs(conn, folder, fresh, not_before=when, detail=detail)
+        return len(paths)
+
+    def _live_file_jobs(self, conn: Conn, folder: str, relpaths: list[str]) -> dict[str, list[Job]]:
+        """The pending and failed file jobs of these paths, by path (most have none).
+
+        One seek in ``jobs_path`` per path: an ``IN`` list over paths lets SQLite pick the
+        (kind, state) index instead, which reads every pending job.
+        """
+        live: dict[str, list[Job]] = {}
+        for relpath in relpaths:
+            jobs = self.store.jobs_where(conn, _LIVE_FILE_JOBS, (folder, relpath))
+            if jobs:
+                live[relpath] = jobs
+        return live
 
     def _enqueue(
         self, conn: Conn, folder: str, relpath: str, when: float, *, hold: bool = False
     ) -> None:
         """One live pending job per path: a newer event pushes its settle time out."""
-        jobs = self.store.jobs_where(
-            conn,
-            "kind = 'file' AND folder = ? AND relpath = ? AND state IN ('pending', 'failed')",
-            (folder, relpath),
-        )
+        jobs = self.store.jobs_where(conn, _LIVE_FILE_JOBS, (folder, relpath))
+        self._enqueue_over(conn, jobs, folder, relpath, when, hold=hold)
+
+    def _enqueue_over(
+        self, conn: Conn, jobs: list[Job], folder: str, relpath: str, when: float, *, hold: bool
+    ) -> None:
+        """Queue a path given its pending and failed file jobs (``_enqueue``'s rule).
+
+        A pending job already due is left where it is in the queue: a scan that finds its
+        path again (every path not yet hashed, when a second scan follows a first start
+        closely) then costs a look, not a write per file.
+        """
+        now = self.store.clock()
         pending = [j for j in jobs if j.state is S.PENDING]
         for job in jobs:
             if job.state is S.FAILED:
                 self.store.move(conn, job, S.CANCELLED, reason="superseded by a newer change")
         if pending:
             detail = {**pending[0].detail, **({"hold": True} if hold else {})}
+            if detail == pending[0].detail and when <= max(pending[0].not_before, now):
+                return  # queued, and due no later than this asks (a rescan's finding)
             conn.execute(
                 "UPDATE jobs SET not_before = max(not_before, ?), detail = ? WHERE id = ?",
                 (when, json.dumps(detail), pending[0].id),

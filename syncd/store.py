@@ -24,9 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields as dataclass_fields
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from syncd.errors import (
     InvalidTransition,
@@ -52,6 +50,9 @@ from syncd.model import (
 )
 from syncd.plan import Seen, Segment
 from syncd.schema import APPLICATION_ID, FUNCTIONS, MIGRATIONS, SCHEMA_VERSION, SHA_TYPE, sha_hex
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 BUSY_TIMEOUT_MS = 15_000
 #: A file job whose path another file job is hashing waits: one look at a path at a time.
@@ -227,7 +228,12 @@ class Store:
         return conn
 
     def db(self, conn: sqlite3.Connection | None = None) -> sqlite_utils.Database:
-        """sqlite-utils over this thread's connection (inside its transaction, if any)."""
+        """sqlite-utils over this thread's connection (inside its transaction, if any).
+
+        Imported here: no hot path uses it, and loading it would slow every start.
+        """
+        import sqlite_utils  # noqa: PLC0415
+
         return sqlite_utils.Database(
             conn or self.conn(), execute_plugins=False, recursive_triggers=False
         )
@@ -309,10 +315,10 @@ class Store:
         """
         self._on_queued.append(listener)
 
-    def _queued(self, kind: JobKind) -> None:
+    def _queued(self, kind: JobKind, count: int = 1) -> None:
         queued: Counter[JobKind] | None = getattr(self._local, "queued", None)
-        if queued is not None:
-            queued[kind] += 1
+        if queued is not None and count:
+            queued[kind] += count
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
@@ -412,6 +418,26 @@ class Store:
             self._queued(kind)
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    def new_file_jobs(
+        self,
+        conn: sqlite3.Connection,
+        folder: str,
+        relpaths: Sequence[str],
+        *,
+        not_before: float,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """Insert pending file jobs for many paths in one statement (a scan's findings)."""
+        now = self.clock()
+        state, text = str(INITIAL[JobKind.FILE]), json.dumps(detail or {})
+        conn.executemany(
+            INSERT_JOB_SQL,
+            [("file", state, 0, folder, relpath, None, not_before, None, now, now, text, None)
+             for relpath in relpaths],
+        )  # fmt: skip
+        self._queued(JobKind.FILE, len(relpaths))
+        return len(relpaths)
 
     def job(self, conn: sqlite3.Connection, job_id: int) -> Job:
         """One job as the transaction sees it."""
