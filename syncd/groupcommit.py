@@ -258,37 +258,44 @@ class GroupCommit:
         error: BaseException | None = None
         notes: list[Any] = []
         lost: list[Any] = []
-        committed = False
-        with self._turn():
-            last = self._batch
-            if self._open:
-                conn = self.connection()
-                notes, lost = self._notes, self._lost
-                try:
-                    conn.execute("COMMIT")
-                    self.commits += 1
-                    committed = True
-                except sqlite3.Error as exc:
-                    error = exc
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                self._open, self._notes, self._lost = False, [], []
-        if committed and self._sync is not None:
-            try:
-                self._sync()
-            except OSError as exc:
-                error = sqlite3.OperationalError(f"disk I/O error: {exc}")
-        with self._cv:
-            self._leading = False
-            if error is not None:
-                self._failed[last] = error
-            self._durable = max(self._durable, last)
-            self._cv.notify_all()
+        last, done, committed = self._batch, False, False
+        try:
+            with self._turn():
+                last = self._batch
+                if self._open:
+                    notes, lost = self._notes, self._lost
+                    self._open, self._notes, self._lost = False, [], []
+                    error = self._commit()
+                    committed = error is None
+            if committed and self._sync is not None:
+                self._sync()  # the turn is given back: the next batch is written meanwhile
+            done = True
+        except OSError as exc:
+            error, done = sqlite3.OperationalError(f"disk I/O error: {exc}"), True
+        finally:
+            with self._cv:
+                self._leading = False
+                if error is not None or not done:  # not done: unexpected, and on its way up
+                    self._failed[last] = error or sqlite3.OperationalError("commit interrupted")
+                self._durable = max(self._durable, last)
+                self._cv.notify_all()
         if error is not None:
             if lost:
                 self._on_lost(lost)
         elif notes:
             self._after_commit(notes)
+
+    def _commit(self) -> sqlite3.Error | None:
+        """COMMIT the open transaction (during a turn); on failure roll it back."""
+        conn = self.connection()
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            return exc
+        self.commits += 1
+        return None
 
     def _raise_failed(self, batch: int) -> None:
         error = self._failed.get(batch)

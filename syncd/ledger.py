@@ -223,7 +223,7 @@ class Ledger(Admin):
         policy = self.folders.get(job.folder)
         key = asset_key(sha256, tags, name if policy and policy.names == "follow" else None)
         assert job.relpath is not None
-        with self.store.write(durable=durable, lost=job) as conn:
+        with self.store.record(durable=durable, lost=job) as conn:
             old = self._upsert_file(conn, job, stat, sha256=sha256, key=key, problem=None)
             self.store.move(conn, job, S.DONE, reason=None)
             conn.execute(
@@ -520,7 +520,7 @@ class Ledger(Admin):
         """
         assert job.asset_key is not None
         now = self.store.clock()
-        with self.store.write(durable=durable, lost=job) as conn:
+        with self.store.record(durable=durable, lost=job) as conn:
             self.store.move(conn, job, S.DONE, reason=None)
             if recheck_after is not None:
                 self.store.new_job(

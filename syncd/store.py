@@ -236,27 +236,50 @@ class Store:
     # -- transactions ----------------------------------------------------------------
 
     @contextlib.contextmanager
-    def write(self, *, durable: bool = True, lost: Any = None) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[sqlite3.Connection]:
         """One record (a claim, an outcome, a batch of events), durable when this returns.
 
         Records of all threads are committed together (:mod:`syncd.groupcommit`): each in
         a savepoint of its own, so one that raises leaves the others alone; sqlite errors
-        leave as StoreError. ``durable=False``: returns without waiting for the disk, for
-        a record nothing outside the process acts on (``wait_durable`` before acting);
-        ``lost`` goes to the ``on_lost`` listeners if it never reaches the disk.
+        leave as StoreError. Inside ``record(durable=False)`` it does not wait.
         """
+        unwaited = getattr(self._local, "unwaited", None)
+        self._local.unwaited = None  # for this record only, not the ones nested in it
         nested = getattr(self._local, "queued", None)
         queued = nested if nested is not None else Counter[JobKind]()
         self._local.queued = queued
         try:
             note = queued if nested is None else None
-            with self._group.record(note, durable=durable, lost=lost) as conn:
+            lost = unwaited[0] if unwaited is not None else None
+            with self._group.record(note, durable=unwaited is None, lost=lost) as conn:
                 yield conn
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
         finally:
             if nested is None:
                 self._local.queued = None
+
+    def record(
+        self, *, durable: bool = True, lost: Any = None
+    ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """``write()``, or (``durable=False``) a record that does not wait for the disk.
+
+        Only for a record nothing outside the process acts on before a later record that
+        waits (``wait_durable``); ``lost`` goes to the ``on_lost`` listeners if it never
+        reaches the disk. Goes through ``write()`` all the same.
+        """
+        if durable:
+            return self.write()
+        return self._unwaited(lost)
+
+    @contextlib.contextmanager
+    def _unwaited(self, lost: Any) -> Iterator[sqlite3.Connection]:
+        self._local.unwaited = (lost,)
+        try:
+            with self.write() as conn:
+                yield conn
+        finally:
+            self._local.unwaited = None
 
     def last_record(self) -> int:
         """Where this thread's latest record stands in the commit order (for ``wait_durable``)."""
@@ -480,7 +503,7 @@ class Store:
         if not any(self._due(self.conn(), kind, now) for kind in kinds):
             return []
         taken: list[Job] = []
-        with self.write(durable=durable) as conn:
+        with self.record(durable=durable) as conn:
             while len(taken) < limit:
                 due = [job for kind in kinds if (job := self._due(conn, kind, now)) is not None]
                 if not due:
