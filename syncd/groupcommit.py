@@ -31,8 +31,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-#: How many failed batches are remembered for their waiters (they ask within moments).
-_FAILED_KEPT = 64
+#: How many failed batches are remembered for their waiters (a handed-over job may ask
+#: a while after its batch; the workers also check the job itself on disk).
+_FAILED_KEPT = 4096
 #: A commit starts no sooner than this after the one before (unless enough records wait).
 COMMIT_GAP = 0.015
 #: ... as soon as this many records wait for it.
@@ -180,7 +181,7 @@ class GroupCommit:
     def _flush_loop(self) -> None:
         while True:
             with self._cv:
-                while self._unwaited <= self._durable and not self._closing:
+                while self._settled(self._unwaited) and not self._closing:
                     self._cv.wait()
                 if self._closing:
                     return
@@ -190,7 +191,7 @@ class GroupCommit:
                 self.wait(batch)
 
     def _flushed_or_closing(self, batch: int) -> Callable[[], bool]:
-        return lambda: self._durable >= batch or self._closing
+        return lambda: self._settled(batch) or self._closing
 
     def _undo(
         self, conn: sqlite3.Connection, savepoint: str, batch: int | None, exc: BaseException
@@ -215,12 +216,16 @@ class GroupCommit:
         self._notes, self._lost = [], []
 
     def _fail(self, batch: int, exc: BaseException) -> None:
+        """A batch lost (under ``_cv``, or taking it): its waiters raise ``exc``. The
+        durable mark does not move: an earlier batch may still be on its way to the disk."""
         with self._cv:
             self._failed[batch] = exc
-            for old in [b for b in self._failed if b < batch - _FAILED_KEPT]:
-                del self._failed[old]
-            self._durable = max(self._durable, batch)
+            if len(self._failed) > _FAILED_KEPT:
+                del self._failed[min(self._failed)]
             self._cv.notify_all()
+
+    def _settled(self, batch: int) -> bool:
+        return self._durable >= batch or batch in self._failed
 
     def wait(self, batch: int) -> None:
         """Wait until ``batch`` is durable, leading its commit when no one else does.
@@ -230,9 +235,9 @@ class GroupCommit:
         with self._cv:
             self._waiting += 1
             try:
-                while self._durable < batch and self._leading:
+                while not self._settled(batch) and self._leading:
                     self._cv.wait()
-                if self._durable >= batch:
+                if self._settled(batch):
                     self._raise_failed(batch)
                     return
                 self._leading = True
@@ -276,8 +281,9 @@ class GroupCommit:
             with self._cv:
                 self._leading = False
                 if error is not None or not done:  # not done: unexpected, and on its way up
-                    self._failed[last] = error or sqlite3.OperationalError("commit interrupted")
-                self._durable = max(self._durable, last)
+                    self._fail(last, error or sqlite3.OperationalError("commit interrupted"))
+                else:
+                    self._durable = max(self._durable, last)
                 self._cv.notify_all()
         if error is not None:
             if lost:

@@ -523,6 +523,18 @@ class Store:
         row = conn.execute(sql, (str(kind), str(CLAIMABLE[kind]), now)).fetchone()
         return row_to_job(dict(row)) if row is not None else None
 
+    def holds(self, job: Job) -> bool:
+        """Whether the committed state has this job as this copy says (state, attempt)."""
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT 1 FROM jobs WHERE id = ? AND state = ? AND attempt = ?",
+                (job.id, str(job.state), job.attempt),
+            )
+            .fetchall()
+        )
+        return bool(rows)
+
     def next_due(self, kinds: Sequence[JobKind]) -> float | None:
         """When the earliest claimable job of these kinds becomes due."""
         times = [

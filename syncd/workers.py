@@ -196,12 +196,17 @@ class Workers:
         if handed is None:
             return None
         job, point = handed
+        store = self.ctx.ledger.store
         try:
-            self.ctx.ledger.store.wait_durable(point)
-        except StoreError as exc:  # lost with its batch: the file job goes back (on_lost)
-            log.warning("queue.handoff_lost", job=job.id, error=str(exc))
-            return None
-        return job
+            store.wait_durable(point)
+            if store.holds(job):
+                return job
+            error = "not on disk as handed over"
+        except StoreError as exc:
+            error = str(exc)
+        # Lost with its batch: the file job goes back to the queue (on_lost) and links again.
+        log.warning("queue.handoff_lost", job=job.id, error=error)
+        return None
 
     def _lost_jobs(self, jobs: list[object]) -> None:
         """Outcomes recorded without waiting that never reached the disk: the jobs are
@@ -260,8 +265,7 @@ class Workers:
 
     def put_back(self) -> int:
         """On stop: jobs claimed (or handed over) but never started go back to the queue
-        as they were before their claim: no attempt made, no intent (a handed-over upload
-        had none before; batched claims are file jobs, which have none)."""
+        as they were before their claim (``_unclaim``)."""
         jobs = self._drain_handoff()
         with self.wake:
             for local in self._claimed.values():
@@ -274,11 +278,13 @@ class Workers:
         return self.ctx.handoff.drain() if self.ctx.handoff is not None else []
 
     def _unclaim(self, jobs: list[Job], reason: str = "the API is paused") -> None:
-        """Claimed jobs never started go back as they were before their claim."""
+        """Claimed jobs never started go back as they were before their claim: one attempt
+        less; an upload's intent goes only if this was its first attempt (an earlier one
+        set it and may have posted: the next attempt must still look first)."""
         store = self.ctx.ledger.store
         for job in jobs:
             unclaimed: dict[str, object] = {"attempt": job.attempt - 1}
-            if job.kind is JobKind.UPLOAD:
+            if job.kind is JobKind.UPLOAD and job.attempt <= 1:
                 unclaimed["intent_at"] = None
             with contextlib.suppress(StaleAttempt, StoreError):  # else recovery does it
                 store.transition(job, CLAIMABLE[job.kind], reason=reason, **unclaimed)
