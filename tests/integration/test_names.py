@@ -114,7 +114,12 @@ def test_two_names_of_one_image_survive_every_duplicate_healing(
     posts = emulator.stats()["requests"]["POST /v1/training-asset"]
     again = start_daemon(extra_folder=folder)
     wait_until(
-        lambda: {a["asset_id"] for a in emulator.assets()} == mine and again.idle(),
+        lambda: (
+            {a["asset_id"] for a in emulator.assets()} == mine
+            and len(again.jobs("kind = 'file' AND state = 'done'"))
+            == 2  # scanned, not only indexed
+            and again.idle()
+        ),
         20,
         message="the rebuild kept a and b and removed the late copy of a",
     )
