@@ -39,7 +39,7 @@ COMMIT_GAP = 0.015
 #: ... as soon as this many records wait for it.
 COMMIT_SIBLINGS = 2
 #: Records no one waits for are committed within this (when no waiting record came).
-FLUSH_AFTER = 0.05
+FLUSH_AFTER = 0.2
 
 
 class GroupCommit:
