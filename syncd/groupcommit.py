@@ -161,11 +161,14 @@ class GroupCommit:
         """The batch of this thread's latest record (for ``wait``)."""
         return int(getattr(self._local, "batch", 0))
 
+    def latest(self) -> int:
+        """The latest batch: waiting for it makes everything recorded so far durable."""
+        with self._cv:
+            return self._batch
+
     def flush(self) -> None:
         """Make everything recorded so far durable."""
-        with self._cv:
-            batch = self._batch
-        self.wait(batch)
+        self.wait(self.latest())
 
     def _unwaited_in(self, batch: int) -> None:
         """A record no one waits for: the flusher commits it if no one else does."""

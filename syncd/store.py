@@ -501,6 +501,10 @@ class Store:
         # A look without the write lock first: an idle worker's empty claim (most claims,
         # when workers outnumber due jobs) then never queues behind the writers.
         if not any(self._due(self.conn(), kind, now) for kind in kinds):
+            # Nothing to do: first make durable what was recorded without waiting, so an
+            # idle process has it on disk and its reads see it (a lost batch: on_lost).
+            with contextlib.suppress(StoreError):
+                self.wait_durable(self._group.latest())
             return []
         taken: list[Job] = []
         with self.record(durable=durable) as conn:
