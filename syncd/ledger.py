@@ -8,7 +8,7 @@ same transaction as the job's end. Job states change only through ``Store.move``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from syncd import plan
@@ -58,6 +58,8 @@ class Ledger:
 
     #: How many files use an asset: the one count of references (:func:`admin.references`).
     _refcount = staticmethod(references)
+    #: Takes a handed-over upload back if no API worker took it yet (the workers set it).
+    unstarted: Callable[[int], bool] | None = None
 
     def __init__(self, store: Store, folders: Mapping[str, FolderConfig]) -> None:
         self.store = store
@@ -134,16 +136,27 @@ class Ledger:
         policy = self.folders.get(folder)
         if not key or self._refcount(conn, key) != 1 or (policy and policy.names == "follow"):
             return  # with "follow" the new name makes a new asset anyway
-        started = conn.execute(
-            "SELECT 1 FROM jobs WHERE kind = 'upload' AND asset_key = ?"
-            " AND (state = 'uploading' OR intent_at IS NOT NULL) LIMIT 1",
+        started = self.store.jobs_where(
+            conn,
+            "kind = 'upload' AND asset_key = ? AND (state = 'uploading' OR intent_at IS NOT NULL)",
             (key,),
-        ).fetchone()
-        if started is None:
+        )
+        if not started or self._take_back(conn, started):
             conn.execute(
                 "UPDATE assets SET name = ? WHERE key = ? AND asset_id IS NULL",
                 (asset_name(dst), key),
             )
+
+    def _take_back(self, conn: Conn, jobs: list[Job]) -> bool:
+        """An upload handed to an API worker in memory but not taken yet has not started:
+        taken back, it is pending again with no intent (True). Anything else may have sent."""
+        if len(jobs) != 1 or jobs[0].state is not S.UPLOADING or jobs[0].attempt != 1:
+            return False
+        if self.unstarted is None or not self.unstarted(jobs[0].id):
+            return False
+        reason = "renamed before its upload started"
+        self.store.move(conn, jobs[0], S.PENDING, attempt=0, intent_at=None, reason=reason)
+        return True
 
     def _move_tree(self, conn: Conn, folder: str, src: str, dst: str) -> list[str]:
         """A directory renamed: move its records; their tags are looked at again."""
@@ -242,16 +255,19 @@ class Ledger:
         name: str,
         *,
         handoff: bool = False,
+        durable: bool = True,
     ) -> Linked:
         """The file is hashed: record it against the asset of (content, tags).
 
         With ``handoff`` an upload it queues is created claimed, intent set, and returned
-        for the caller to hand to an API worker in memory.
+        for the caller to hand to an API worker in memory. ``durable=False``: the record
+        is not waited for (whoever acts on it waits, ``Store.wait_durable``); if it is
+        lost, the job goes to the store's ``on_lost`` listeners.
         """
         policy = self.folders.get(job.folder)
         key = asset_key(sha256, tags, name if policy and policy.names == "follow" else None)
         assert job.relpath is not None
-        with self.store.write() as conn:
+        with self.store.record(durable=durable, lost=job) as conn:
             old = self._upsert_file(conn, job, stat, sha256=sha256, key=key, problem=None)
             self.store.move(conn, job, S.DONE, reason=None)
             conn.execute(
@@ -538,15 +554,19 @@ class Ledger:
         adapted: str | None = None,
         *,
         recheck_after: float | None = None,
+        durable: bool = True,
     ) -> None:
         """Record the asset_id in the same transaction as the job's end.
 
         ``recheck_after``: an earlier POST of this job timed out and may still land; a
-        ``dedupe`` job looks for that copy once the seconds are over.
+        ``dedupe`` job looks for that copy once the seconds are over. ``durable=False``:
+        not waited for; lost, the job stays in flight on disk, and start-up recovery (or
+        the ``on_lost`` listener) makes it pending with its intent, so the next attempt
+        finds the asset by looking before any POST.
         """
         assert job.asset_key is not None
         now = self.store.clock()
-        with self.store.write() as conn:
+        with self.store.record(durable=durable, lost=job) as conn:
             self.store.move(conn, job, S.DONE, reason=None)
             if recheck_after is not None:
                 self.store.new_job(

@@ -145,9 +145,17 @@ class Store:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        self._group = GroupCommit(lambda: self._connect(shared=True), self._committed)
+        self._group = GroupCommit(
+            lambda: self._connect(shared=True),
+            self._committed,
+            sync=self._sync_wal,
+            on_lost=self._lost,
+        )
         self._lock_fd: int | None = None
         self._on_queued: list[Callable[[Mapping[JobKind, int]], None]] = []
+        self._on_lost: list[Callable[[list[Any]], None]] = []
+        self._wal_synced: tuple[int, int] | None = None
+        self._own_sync = False
 
     # -- opening ---------------------------------------------------------------------
 
@@ -258,19 +266,88 @@ class Store:
 
         Records of all threads are committed together (:mod:`syncd.groupcommit`): each in
         a savepoint of its own, so one that raises leaves the others alone; sqlite errors
-        leave as StoreError.
+        leave as StoreError. Inside ``record(durable=False)`` it does not wait.
         """
+        unwaited = getattr(self._local, "unwaited", None)
+        self._local.unwaited = None  # for this record only, not the ones nested in it
         nested = getattr(self._local, "queued", None)
         queued = nested if nested is not None else Counter[JobKind]()
         self._local.queued = queued
         try:
-            with self._group.record(queued if nested is None else None) as conn:
+            note = queued if nested is None else None
+            lost = unwaited[0] if unwaited is not None else None
+            with self._group.record(note, durable=unwaited is None, lost=lost) as conn:
                 yield conn
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
         finally:
             if nested is None:
                 self._local.queued = None
+
+    def record(
+        self, *, durable: bool = True, lost: Any = None
+    ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """``write()``, or (``durable=False``) a record that does not wait for the disk.
+
+        Only for a record nothing outside the process acts on before a later record that
+        waits (``wait_durable``); ``lost`` goes to the ``on_lost`` listeners if it never
+        reaches the disk. Goes through ``write()`` all the same.
+        """
+        if durable:
+            return self.write()
+        return self._unwaited(lost)
+
+    @contextlib.contextmanager
+    def _unwaited(self, lost: Any) -> Iterator[sqlite3.Connection]:
+        self._local.unwaited = (lost,)
+        try:
+            with self.write() as conn:
+                yield conn
+        finally:
+            self._local.unwaited = None
+
+    def last_record(self) -> int:
+        """Where this thread's latest record stands in the commit order (for ``wait_durable``)."""
+        return self._group.last_record()
+
+    def wait_durable(self, point: int) -> None:
+        """Return once the record at ``point`` (and every one before it) is on disk."""
+        try:
+            self._group.wait(point)
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+
+    def on_lost(self, listener: Callable[[list[Any]], None]) -> None:
+        """Call ``listener`` with the ``lost`` tokens of records that did not wait for the
+        disk and never reached it (a commit failed). It runs while the write connection is
+        held: it must not write (hand the tokens to a thread that will)."""
+        self._on_lost.append(listener)
+
+    def _lost(self, tokens: list[Any]) -> None:
+        for listener in self._on_lost:
+            listener(list(tokens))
+
+    def _sync_wal(self) -> None:
+        """Make the committed WAL durable (the write connection commits without a sync).
+
+        The first time, and whenever the WAL is a new file, its directory entry too.
+        """
+        if not self._own_sync:
+            return  # not in WAL mode: each COMMIT syncs (synchronous=FULL)
+        wal = self.path.with_name(self.path.name + "-wal")
+        fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fdatasync(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if self._wal_synced != (st.st_dev, st.st_ino):
+            dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+            self._wal_synced = (st.st_dev, st.st_ino)
 
     def _committed(self, notes: list[Any]) -> None:
         """A batch is on disk: tell the listeners what it made claimable."""
@@ -292,8 +369,14 @@ class Store:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if not self.readonly:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            wal = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+            # The write connection's COMMIT only writes the WAL; the group commit syncs it
+            # (``_sync_wal``) after giving the connection back, so the next batch is
+            # written while this one goes to the disk. Checkpoints still sync (NORMAL).
+            own_sync = shared and wal
+            conn.execute(f"PRAGMA synchronous={'NORMAL' if own_sync else 'FULL'}")
+            if shared:
+                self._own_sync = own_sync
         with self._conns_lock:
             self._conns.append(conn)
         return conn
@@ -453,20 +536,30 @@ class Store:
         return jobs[0] if jobs else None
 
     def claim_batch(
-        self, kinds: Sequence[JobKind], limit: int, now: float | None = None
+        self,
+        kinds: Sequence[JobKind],
+        limit: int,
+        now: float | None = None,
+        *,
+        durable: bool = True,
     ) -> list[Job]:
         """Take up to ``limit`` due jobs of these kinds, earliest first, in one record.
 
         Each is looked for after the ones before it are moved (in the same transaction),
-        so two file jobs of one path are never taken together.
+        so two file jobs of one path are never taken together. ``durable=False`` only for
+        claims nothing outside acts on (file jobs: a claim lost is a pending job again).
         """
         now = self.clock() if now is None else now
         # A look without the write lock first: an idle worker's empty claim (most claims,
         # when workers outnumber due jobs) then never queues behind the writers.
         if not any(self._due(self.conn(), kind, now) for kind in kinds):
+            # Nothing to do: first make durable what was recorded without waiting, so an
+            # idle process has it on disk and its reads see it (a lost batch: on_lost).
+            with contextlib.suppress(StoreError):
+                self.wait_durable(self._group.latest())
             return []
         taken: list[Job] = []
-        with self.write() as conn:
+        with self.record(durable=durable) as conn:
             while len(taken) < limit:
                 due = [job for kind in kinds if (job := self._due(conn, kind, now)) is not None]
                 if not due:
@@ -485,6 +578,18 @@ class Store:
         sql = CLAIM_SQL.format(busy=_PATH_FREE if kind is JobKind.FILE else "")
         row = conn.execute(sql, (str(kind), str(CLAIMABLE[kind]), now)).fetchone()
         return row_to_job(dict(row)) if row is not None else None
+
+    def holds(self, job: Job) -> bool:
+        """Whether the committed state has this job as this copy says (state, attempt)."""
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT 1 FROM jobs WHERE id = ? AND state = ? AND attempt = ?",
+                (job.id, str(job.state), job.attempt),
+            )
+            .fetchall()
+        )
+        return bool(rows)
 
     def next_due(self, kinds: Sequence[JobKind]) -> float | None:
         """When the earliest claimable job of these kinds becomes due."""

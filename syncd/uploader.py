@@ -203,19 +203,24 @@ class FileWorkflow:
 
     def _link(self, job: Job, stat: FileStat, sha: str, tags: tuple[str, ...]) -> Linked:
         """Record the hash; an upload it queues goes to an API worker in memory if there
-        is room (created claimed, so no worker claims it from the store)."""
+        is room (created claimed, so no worker claims it from the store).
+
+        Not waited for: nothing outside acts on it before a record that waits (the API
+        worker waits for this one before it starts a handed-over upload).
+        """
         assert job.relpath is not None
+        store = self.ctx.ledger.store
         handoff = self.ctx.handoff
         slot = handoff is not None and handoff.reserve()
         linked = None
         try:
             linked = self.ctx.ledger.file_linked(
-                job, stat, sha, tags, asset_name(job.relpath), handoff=slot
+                job, stat, sha, tags, asset_name(job.relpath), handoff=slot, durable=False
             )
         finally:
             if handoff is not None and slot:
                 if linked is not None and linked.upload is not None:
-                    handoff.put(linked.upload)
+                    handoff.put(linked.upload, store.last_record())
                 else:
                     handoff.release()
         return linked
@@ -359,7 +364,9 @@ class UploadWorkflow:
         ctx.breaker.success()
         try:
             late = ctx.late.wait(len(prepared.data)) if job.detail.get(LATE_POST) else None
-            ctx.ledger.upload_done(job, remote, prepared.adapted, recheck_after=late)
+            # Not waited for: lost, the job is in flight on disk with its intent, and its
+            # next attempt finds the asset by looking before any POST (README, Decisions).
+            ctx.ledger.upload_done(job, remote, prepared.adapted, recheck_after=late, durable=False)
         except StaleAttempt:
             log.warning("upload.stale", path=relpath, asset_id=remote.asset_id)
             return

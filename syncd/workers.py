@@ -37,6 +37,9 @@ FILE_KINDS = (JobKind.FILE,)
 STORE_RETRY_SECONDS = 2.0
 #: How soon a job whose workflow crashed is tried again.
 CRASH_RETRY_SECONDS = 30.0
+#: An API lane that started a job this recently is busy taking one after another: the
+#: handoff may then queue uploads for the workers about to finish, not only free ones.
+HANDOFF_AHEAD_SECONDS = 0.1
 
 
 class Workers:
@@ -73,17 +76,26 @@ class Workers:
         self._busy = 0
         self._busy_lock = threading.Lock()
         ctx.ledger.store.on_queued(self._queued)
+        #: Jobs whose outcome was recorded without waiting and never reached the disk.
+        self._lost: deque[Job] = deque()
+        ctx.ledger.store.on_lost(self._lost_jobs)
         #: API workers not running a job: what the handoff may give work to at once.
         self._free_api = 0
         if ctx.handoff is not None:
             ctx.handoff.on_put = lambda: self._queued({JobKind.UPLOAD: 1})
             ctx.handoff.free = self._free_to_start
+            ctx.ledger.unstarted = ctx.handoff.withdraw
+        self._last_api_start = float("-inf")
 
     def _free_to_start(self) -> int:
-        """API workers that could start a handed-over upload now: none while paused."""
-        if not (self.indexed.is_set() and self.ctx.breaker.allow(self.clock())):
+        """Places for handed-over uploads: the API workers free now, plus the handoff's
+        size while the lane is taking job after job; none while paused."""
+        now = self.clock()
+        if not (self.indexed.is_set() and self.ctx.breaker.allow(now)):
             return 0
-        return self._free_api
+        cycling = now - self._last_api_start < HANDOFF_AHEAD_SECONDS
+        size = self.ctx.handoff.size if self.ctx.handoff is not None and cycling else 0
+        return self._free_api + size
 
     @property
     def busy(self) -> int:
@@ -161,6 +173,10 @@ class Workers:
             self._lane(kinds)
             with self.wake:
                 seen = self._generation[kinds]
+                lost = self._lost.popleft() if self._lost else None
+            if lost is not None:
+                self._put_back(lost, StoreError("its outcome was not written"))
+                continue
             try:
                 job = self._handed(api) or self._claim(kinds)
             except StoreError as exc:
@@ -173,28 +189,83 @@ class Workers:
             self.run(job)
 
     def _handed(self, api: bool) -> Job | None:
-        """An upload a hash worker handed over, already claimed (API lane only)."""
+        """An upload a hash worker handed over, already claimed (API lane only), once the
+        record that created it is on disk (the hash worker did not wait for it)."""
         handoff = self.ctx.handoff
-        return handoff.take() if api and handoff is not None else None
+        handed = handoff.take() if api and handoff is not None else None
+        if handed is None:
+            return None
+        job, point = handed
+        store = self.ctx.ledger.store
+        try:
+            store.wait_durable(point)
+            if store.holds(job):
+                return job
+            error = "not on disk as handed over"
+        except StoreError as exc:
+            error = str(exc)
+        # Lost with its batch: the file job goes back to the queue (on_lost) and links again.
+        log.warning("queue.handoff_lost", job=job.id, error=error)
+        return None
+
+    def _lost_jobs(self, jobs: list[object]) -> None:
+        """Outcomes recorded without waiting that never reached the disk: the jobs are
+        in flight there as before; a worker puts them back (never writes from here)."""
+        with self.wake:
+            self._lost.extend(job for job in jobs if isinstance(job, Job))
+            self.wake.notify_all()
+            for lane, cond in self._lanes.items():
+                self._generation[lane] += 1
+                cond.notify_all()
 
     def _claim(self, kinds: tuple[JobKind, ...]) -> Job | None:
-        """The lane's next job: one it claimed before, else a fresh claim of a few."""
+        """The lane's next job: one it claimed before, else a fresh claim of a few.
+
+        The API lane claims, in the same record, uploads for the handoff's free places
+        too (a burst: one wait for the disk for several intents); they wait there, not
+        started, as a hash worker's handed-over uploads do.
+        """
         local = self._claimed[kinds]
         with self.wake:
             if local:
                 return local.popleft()
-        jobs = self.ctx.ledger.store.claim_batch(kinds, self._batch.get(kinds, 1))
-        if len(jobs) > 1:
+        # A file job's claim is not waited for (lost, it is a pending job again); an API
+        # job's is: its intent must be on disk before the request goes out.
+        api = any(kind in API_KINDS for kind in kinds)
+        places = self._reserve_places() if api else 0
+        try:
+            store = self.ctx.ledger.store
+            jobs = store.claim_batch(kinds, self._batch.get(kinds, 1) + places, durable=api)
+            extra = []
+            for job in jobs[1:]:
+                if places and job.kind is JobKind.UPLOAD:
+                    assert self.ctx.handoff is not None
+                    self.ctx.handoff.put(job, store.last_record())
+                    places -= 1
+                else:
+                    extra.append(job)
+        finally:
+            for _ in range(places):
+                assert self.ctx.handoff is not None
+                self.ctx.handoff.release()
+        if extra:
             with self.wake:
-                local.extend(jobs[1:])
+                local.extend(extra)
                 self._generation[kinds] += 1
-                self._lanes[kinds].notify(len(jobs) - 1)
+                self._lanes[kinds].notify(len(extra))
         return jobs[0] if jobs else None
+
+    def _reserve_places(self) -> int:
+        """Places in the handoff for uploads claimed along with the next API job."""
+        handoff = self.ctx.handoff
+        places = 0
+        while handoff is not None and places < handoff.size and handoff.reserve():
+            places += 1
+        return places
 
     def put_back(self) -> int:
         """On stop: jobs claimed (or handed over) but never started go back to the queue
-        as they were before their claim: no attempt made, no intent (a handed-over upload
-        had none before; batched claims are file jobs, which have none)."""
+        as they were before their claim (``_unclaim``)."""
         jobs = self._drain_handoff()
         with self.wake:
             for local in self._claimed.values():
@@ -207,11 +278,13 @@ class Workers:
         return self.ctx.handoff.drain() if self.ctx.handoff is not None else []
 
     def _unclaim(self, jobs: list[Job], reason: str = "the API is paused") -> None:
-        """Claimed jobs never started go back as they were before their claim."""
+        """Claimed jobs never started go back as they were before their claim: one attempt
+        less; an upload's intent goes only if this was its first attempt (an earlier one
+        set it and may have posted: the next attempt must still look first)."""
         store = self.ctx.ledger.store
         for job in jobs:
             unclaimed: dict[str, object] = {"attempt": job.attempt - 1}
-            if job.kind is JobKind.UPLOAD:
+            if job.kind is JobKind.UPLOAD and job.attempt <= 1:
                 unclaimed["intent_at"] = None
             with contextlib.suppress(StaleAttempt, StoreError):  # else recovery does it
                 store.transition(job, CLAIMABLE[job.kind], reason=reason, **unclaimed)
@@ -253,6 +326,8 @@ class Workers:
         with self._busy_lock:
             self._busy += 1
             self._free_api -= api
+            if api:
+                self._last_api_start = self.clock()
         try:
             self.flows[job.kind].run(job)
         except StaleAttempt as exc:

@@ -120,6 +120,8 @@ def test_two_names_of_one_image_survive_every_duplicate_healing(
     wait_until(
         lambda: (
             {a["asset_id"] for a in emulator.assets()} == mine
+            and len(again.jobs("kind = 'file' AND state = 'done'"))
+            == 2  # scanned, not only indexed
             and again.idle()
             and {r["asset_id"] for r in store.query("SELECT asset_id FROM assets")} == mine
         ),

@@ -14,12 +14,13 @@ from syncd.api import AssetsClient
 from syncd.breaker import Breaker
 from syncd.config import FolderConfig
 from syncd.context import Context
+from syncd.groupcommit import GroupCommit
 from syncd.handoff import Handoff
 from syncd.ledger import Ledger
-from syncd.model import FileStat, JobKind, JobState
+from syncd.model import EventKind, FileStat, FsEvent, JobKind, JobState
 from syncd.store import Store
 from syncd.workers import FILE_KINDS, Workers
-from tests.support import FakeClock
+from tests.support import FakeClock, wait_until
 
 ROOT = "/hot"
 
@@ -137,3 +138,70 @@ def test_a_stop_puts_unstarted_claims_back_as_they_were(ledger: Ledger) -> None:
         ("file", "pending", 0, None),
         ("upload", "pending", 0, None),
     ]
+
+
+def test_a_record_that_does_not_wait_is_made_durable_by_the_next_one_or_the_flusher(
+    ledger: Ledger,
+) -> None:
+    """record(durable=False) returns before its commit; a later record that waits covers
+    it, and alone it reaches the disk within the flusher's delay."""
+    store = ledger.store
+    with store.record(durable=False) as conn:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('early', '1')")
+    store.set_meta("later", "1")  # waits: commits everything written before it
+    assert len(committed(store, "SELECT key FROM meta WHERE key IN ('early', 'later')")) == 2
+    with store.record(durable=False) as conn:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('alone', '1')")
+    point = store.last_record()
+    wait_until(lambda: committed(store, "SELECT 1 FROM meta WHERE key = 'alone'"), 5,
+               message="the flusher's commit")  # fmt: skip
+    store.wait_durable(point)  # already durable: returns at once
+
+
+def test_records_lost_with_their_batch_are_told_to_on_lost(tmp_path: Path) -> None:
+    """A COMMIT that fails loses the whole batch: whoever waits gets the error, and the
+    tokens of the records that did not wait go to on_lost; nothing is left behind."""
+    path = tmp_path / "fk.db"
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    lost: list[object] = []
+    group = GroupCommit(connect, lambda _notes: None, on_lost=lost.extend, flush_after=60)
+    with group.record() as conn:
+        conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER"
+            " REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    with group.record(durable=False, lost="the outcome of job 7") as conn:
+        conn.execute("INSERT INTO parent (id) VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError), group.record() as conn:
+        conn.execute("INSERT INTO child (id, parent) VALUES (1, 99)")  # fails at COMMIT
+    assert lost == ["the outcome of job 7"]
+    with group.record() as conn:
+        assert conn.execute("SELECT count(*) FROM parent").fetchone() == (0,)
+    group.close()
+
+
+def test_a_rename_takes_back_a_handed_over_upload_no_worker_took(ledger: Ledger) -> None:
+    """An upload handed over but not taken is not started: a rename puts it back to
+    pending without an intent and the asset takes the new name; a taken one keeps it."""
+    store = ledger.store
+    handoff = Handoff(4)
+    ledger.unstarted = handoff.withdraw
+    ledger.enqueue_paths(ROOT, ["tmpq1w2e3.jpg"])
+    job = store.claim([JobKind.FILE], now=store.clock() + 5)
+    assert job is not None
+    assert handoff.reserve()
+    linked = ledger.file_linked(job, stat(), "ef" * 32, ("t",), "tmpq1w2e3", handoff=True)
+    assert linked.upload is not None
+    handoff.put(linked.upload, store.last_record())
+    event = FsEvent(ROOT, EventKind.MOVED, "tmpq1w2e3.jpg", dest_relpath="rocket.jpg")
+    ledger.record_events([event])
+    assert handoff.take() is None, "taken back from the handoff"
+    row = store.query("SELECT state, attempt, intent_at FROM jobs WHERE kind = 'upload'")[0]
+    assert (row["state"], row["attempt"], row["intent_at"]) == ("pending", 0, None)
+    assert store.query("SELECT name FROM assets")[0]["name"] == "rocket"
