@@ -8,9 +8,12 @@ savepoint, and only it), and then, as a rule, waits until its record is durable.
 One thread at a time leads a commit: it commits everything recorded so far (``COMMIT``
 writes the batch to the WAL) and, with the turn given back so the next batch can be
 written meanwhile, makes it durable (``sync``: an fdatasync of the WAL). Records that
-arrive during that sync wait for the next leader. A leader waits for company first: a
+arrive during that sync wait for the next leader. When the process is busy (the commit
+before had ``siblings`` records waiting for it), a leader waits for company first: a
 commit starts no sooner than ``gap`` seconds after the one before, unless ``siblings``
-records wait for it (as PostgreSQL's ``commit_delay``); an idle process commits at once.
+records wait for it (as PostgreSQL's ``commit_delay`` with ``commit_siblings``). A lone
+writer (one file arriving, an operator's command) commits at once: waiting would only
+add its latency.
 
 A record may also not wait (``durable=False``): its writer goes on, and a later commit
 (of a record that waits, or of the flusher, within ``flush_after`` seconds) makes it
@@ -74,6 +77,7 @@ class GroupCommit:
         self._leading = False
         self._waiting = 0
         self._last_start = 0.0
+        self._last_company = 0  # records that waited for the commit before
         self._unwaited = 0  # the latest batch holding a record no one waits for
         self._failed: dict[int, BaseException] = {}
         self._local = threading.local()
@@ -254,12 +258,14 @@ class GroupCommit:
     def _gather(self) -> None:
         """The leader's wait for company (under ``_cv``): see the module's docstring."""
         start = self._last_start + self._gap
-        while self._waiting < self._siblings and not self._closing:
+        busy = self._last_company >= self._siblings
+        while busy and self._waiting < self._siblings and not self._closing:
             left = start - time.monotonic()
             if left <= 0:
                 break
             self._cv.wait(left)
         self._last_start = time.monotonic()
+        self._last_company = self._waiting
 
     def _lead(self) -> None:
         """Commit everything recorded so far, make it durable, tell who waits."""

@@ -205,3 +205,30 @@ def test_a_rename_takes_back_a_handed_over_upload_no_worker_took(ledger: Ledger)
     row = store.query("SELECT state, attempt, intent_at FROM jobs WHERE kind = 'upload'")[0]
     assert (row["state"], row["attempt"], row["intent_at"]) == ("pending", 0, None)
     assert store.query("SELECT name FROM assets")[0]["name"] == "rocket"
+
+
+def test_a_lone_writer_commits_at_once_however_long_the_gap(tmp_path: Path) -> None:
+    """With a commit gap far longer than the test, records written one after another
+    (never two waiting at once) each commit at once: the gap is for a busy process."""
+    path = tmp_path / "gap.db"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    group = GroupCommit(connect, lambda _notes: None, gap=3600, siblings=2, flush_after=60)
+    done: list[int] = []
+
+    def lone_writer() -> None:
+        with group.record() as conn:
+            conn.execute("CREATE TABLE t (n INTEGER)")
+        for n in range(5):
+            with group.record() as conn:
+                conn.execute("INSERT INTO t (n) VALUES (?)", (n,))
+            done.append(n)
+
+    writer = threading.Thread(target=lone_writer, daemon=True)
+    writer.start()
+    writer.join(timeout=20)
+    assert done == [0, 1, 2, 3, 4], "a lone writer waited for company"
+    assert group.commits == 6
+    group.close()
