@@ -631,10 +631,9 @@ class Store:
         """
         return (dict(zip(names, row, strict=True)) for names, row in self._stream(sql, params))
 
-    def _stream(
-        self, sql: str, params: Sequence[Any]
-    ) -> Iterator[tuple[list[str], tuple[Any, ...]]]:
-        """Plain tuples (and the column names) of a streamed read: no object per row."""
+    def _snapshot(self) -> sqlite3.Connection:
+        """A read-only connection of its own, inside a read transaction: one state to read
+        however long the reading takes, while the workers write elsewhere."""
         conn = sqlite3.connect(
             f"file:{self.path}?mode=ro",
             uri=True,
@@ -643,6 +642,17 @@ class Store:
         )
         try:
             conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _translate(exc, self.path) from None
+        return conn
+
+    def _stream(
+        self, sql: str, params: Sequence[Any]
+    ) -> Iterator[tuple[list[str], tuple[Any, ...]]]:
+        """Plain tuples (and the column names) of a streamed read: no object per row."""
+        conn = self._snapshot()
+        try:
             cur = conn.execute(sql, params)
             names = [d[0] for d in cur.description]
             while rows := cur.fetchmany(1000):
@@ -660,14 +670,8 @@ class Store:
         On a connection of its own, inside one read transaction, so a rescan compares
         the whole walk with one state while the workers write elsewhere.
         """
-        conn = sqlite3.connect(
-            f"file:{self.path}?mode=ro",
-            uri=True,
-            isolation_level=None,
-            detect_types=sqlite3.PARSE_DECLTYPES,
-        )
+        conn = self._snapshot()
         try:
-            conn.execute("BEGIN")
             yield Tracked(conn, folder, self.path)
         finally:
             conn.close()
