@@ -581,15 +581,9 @@ class Store:
 
     def holds(self, job: Job) -> bool:
         """Whether the committed state has this job as this copy says (state, attempt)."""
-        rows = (
-            self.conn()
-            .execute(
-                "SELECT 1 FROM jobs WHERE id = ? AND state = ? AND attempt = ?",
-                (job.id, str(job.state), job.attempt),
-            )
-            .fetchall()
-        )
-        return bool(rows)
+        sql = "SELECT 1 FROM jobs WHERE id = ? AND state = ? AND attempt = ?"
+        row = self.conn().execute(sql, (job.id, str(job.state), job.attempt)).fetchone()
+        return row is not None
 
     def next_due(self, kinds: Sequence[JobKind]) -> float | None:
         """When the earliest claimable job of these kinds becomes due."""
