@@ -236,14 +236,24 @@ def db_query(db: Path, sql: str) -> list[tuple[object, ...]]:
         return conn.execute(sql).fetchall()
 
 
+def uploaded(db: Path) -> int:
+    """Assets uploaded, as the daemon's database says: one cheap query, whatever the queue
+    holds (``progress`` also counts the active jobs, ~18 ms at 100k queued, a load a poll
+    every 0.1 s would put on the cores the daemon is measured on)."""
+    try:
+        up = db_query(db, "SELECT count(*) FROM assets WHERE asset_id IS NOT NULL")[0][0]
+    except sqlite3.Error:
+        return 0
+    return int(up)  # type: ignore[call-overload]
+
+
 def progress(db: Path) -> tuple[int, int]:
     """(assets uploaded, jobs still active) as the daemon's database says."""
     try:
-        up = db_query(db, "SELECT count(*) FROM assets WHERE asset_id IS NOT NULL")[0][0]
         active = db_query(db, f"SELECT count(*) FROM jobs WHERE state IN {ACTIVE}")[0][0]
     except sqlite3.Error:
         return 0, 1
-    return int(up), int(active)  # type: ignore[call-overload]
+    return uploaded(db), int(active)  # type: ignore[call-overload]
 
 
 def wait_uploaded(db: Path, count: int, timeout: float, pid: int = 0) -> tuple[float, int]:

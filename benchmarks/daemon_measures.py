@@ -18,10 +18,10 @@ from benchmarks.common import (
     emulator_state,
     jpeg,
     make_tree,
-    progress,
     rss_kb,
     state_at_rest,
     state_bytes,
+    uploaded,
     wait_uploaded,
     write_config,
 )
@@ -162,7 +162,7 @@ def first_start(base: Path, present: int, window: int, burst_rate: float | None)
         half = window // 2
         peak = 0
         while len(marks) < 2 and time.perf_counter() - t0 < 900:
-            up, _ = progress(db)
+            up = uploaded(db)
             peak = max(peak, rss_kb(daemon.pid))
             for mark in (half, window):
                 if up >= mark and mark not in marks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from syncd import plan
 from syncd.admin import references
@@ -177,33 +178,20 @@ class Ledger:
         """Queue file jobs for paths (a scan's findings), in one transaction.
 
         A scan queues up to a whole folder this way (a first start: every file), beside
-        workers recording their outcomes: a path with no live job (most) costs one index
-        seek, and the new jobs are inserted in one statement, so a batch holds the write connection
-        for little more than SQLite's own work.
+        workers recording their outcomes: the paths' live jobs are looked up in one
+        statement (an index seek per path, most finding none) and the new jobs inserted in
+        one, so a batch holds the write connection for little more than SQLite's own work.
         """
         when = self.store.clock() + delay
         paths = list(dict.fromkeys(relpaths))
         detail = {"hold": True} if hold else None
         with self.store.write() as conn:
-            live = self._live_file_jobs(conn, folder, paths)
+            live = self.store.live_file_jobs(conn, folder, paths)
             for relpath, jobs in live.items():
                 self._enqueue_over(conn, jobs, folder, relpath, when, hold=hold)
             fresh = [p for p in paths if p not in live]
             self.store.new_file_jobs(conn, folder, fresh, not_before=when, detail=detail)
         return len(paths)
-
-    def _live_file_jobs(self, conn: Conn, folder: str, relpaths: list[str]) -> dict[str, list[Job]]:
-        """The pending and failed file jobs of these paths, by path (most have none).
-
-        One seek in ``jobs_path`` per path: an ``IN`` list over paths lets SQLite pick the
-        (kind, state) index instead, which reads every pending job.
-        """
-        live: dict[str, list[Job]] = {}
-        for relpath in relpaths:
-            jobs = self.store.jobs_where(conn, _LIVE_FILE_JOBS, (folder, relpath))
-            if jobs:
-                live[relpath] = jobs
-        return live
 
     def _enqueue(
         self, conn: Conn, folder: str, relpath: str, when: float, *, hold: bool = False
@@ -275,14 +263,20 @@ class Ledger:
                 (key, sha_blob(sha256), json.dumps(list(tags)), name),
             )
             asset = conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
-            for other in self._asset_jobs(conn, JobKind.DELETE, key, (S.WAITING, S.HELD, S.FAILED)):
-                self.store.move(conn, other, S.CANCELLED, reason="a file uses the asset again")
-            if asset["asset_id"] is None and self._adopt_indexed(conn, key):
+            # The asset's delete and upload jobs, in one look.
+            jobs = self.store.jobs_where(
+                conn, "asset_key = ? AND kind IN ('delete', 'upload')", (key,)
+            )
+            for other in jobs:
+                if other.kind is JobKind.DELETE and other.state in (S.WAITING, S.HELD, S.FAILED):
+                    self.store.move(conn, other, S.CANCELLED, reason="a file uses the asset again")
+            if asset["asset_id"] is None and self._adopt_indexed(conn, key, asset):
                 asset = conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
             upload: Job | None = None
             queued = False
-            if asset["asset_id"] is None and not self._asset_jobs(
-                conn, JobKind.UPLOAD, key, (S.PENDING, S.UPLOADING, S.FAILED)
+            if asset["asset_id"] is None and not any(
+                j.kind is JobKind.UPLOAD and j.state in (S.PENDING, S.UPLOADING, S.FAILED)
+                for j in jobs
             ):
                 ask = _predates_rebuild(conn, stat)
                 upload_id = self.store.new_job(
@@ -302,13 +296,14 @@ class Ledger:
                 )
         return Linked(key, queued, asset["asset_id"], upload)
 
-    def _adopt_indexed(self, conn: Conn, key: str) -> str | None:
+    def _adopt_indexed(self, conn: Conn, key: str, asset: Any = None) -> str | None:
         """Take the asset_id of a library asset found by the index, instead of uploading.
 
         An index entry is used once: from then on the asset row speaks for it, and a
         later remote delete must not leave an entry pointing at an asset that is gone.
+        ``asset``: the asset's row, when the caller has just read it.
         """
-        index_key = _index_key(conn, key)
+        index_key = _index_key(conn, key, asset)
         if index_key is None:
             return None  # the index knows no names: a name-bound asset is never adopted
         identity, tagset = index_key
@@ -687,13 +682,15 @@ def _predates_rebuild(conn: Conn, stat: FileStat) -> bool:
     return row is not None and stat.mtime_ns / 1e9 <= float(row["value"])
 
 
-def _index_key(conn: Conn, key: str) -> tuple[str, str] | None:
-    """The library index's key (identity tag, sorted tag set) for a store asset key.
+def _index_key(conn: Conn, key: str, row: Any = None) -> tuple[str, str] | None:
+    """The library index's key (identity tag, sorted tag set) for a store asset key (its
+    row read here unless given).
 
     None when the asset is not known, or is bound to its name (a ``names = "follow"``
     folder's, whose key holds the name too): the index knows no names.
     """
-    row = conn.execute("SELECT sha256, tags FROM assets WHERE key = ?", (key,)).fetchone()
+    if row is None:
+        row = conn.execute("SELECT sha256, tags FROM assets WHERE key = ?", (key,)).fetchone()
     if row is None:
         return None
     tags = json.loads(row["tags"])

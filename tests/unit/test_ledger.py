@@ -340,3 +340,25 @@ def test_recently_finished_jobs_stay_in_the_queue(ledger: Ledger, admin: Admin) 
     link(ledger, "a.jpg", SHA_A)
     assert admin.prune(before=ledger.store.clock() - 30 * 86400) == 0
     assert states(ledger, JobKind.FILE) == ["done"]
+
+
+def test_a_scan_batch_queues_each_path_once_whatever_its_name(ledger: Ledger) -> None:
+    """A batch larger than one lookup's chunk, with names JSON must escape, queues one
+    pending job per path; queued again, the paths already pending are left as they are,
+    and a failed job is superseded."""
+    odd = ["a/\U0001f600.jpg", "e\u0301/u\u0308.jpg", 'q"b\\s.jpg', "t\tn\n.jpg", "l\u2028.jpg"]
+    paths = odd + [f"d/IMG_{i:04d}.jpg" for i in range(1200)]
+    assert ledger.enqueue_paths(ROOT, paths) == len(paths)
+    rows = ledger.store.query("SELECT relpath, state FROM jobs WHERE kind = 'file' ORDER BY id")
+    assert [r["relpath"] for r in rows] == paths
+    assert {r["state"] for r in rows} == {str(JobState.PENDING)}
+    failed = claim(ledger, JobKind.FILE, later=5)
+    ledger.file_failed(failed, stat(), None, "not an image")
+    ledger.enqueue_paths(ROOT, paths)
+    counts = ledger.store.query(
+        "SELECT state, count(*) AS n FROM jobs WHERE kind = 'file' GROUP BY state"
+    )
+    assert {r["state"]: r["n"] for r in counts} == {
+        str(JobState.PENDING): len(paths),
+        str(JobState.CANCELLED): 1,
+    }
