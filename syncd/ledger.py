@@ -73,7 +73,7 @@ class Ledger:
         scans: list[tuple[str, str]] = []
         now = self.store.clock()
         with self.store.write() as conn:
-            for event in events:
+            for event in plan.coalesce(events):
                 scans.extend(self._apply_event(conn, event, now))
         return scans
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from syncd.model import FileStat, RemoteAsset, TrackedFile
+from syncd.model import EventKind, FileStat, FsEvent, RemoteAsset, TrackedFile
 
 
 class Change(StrEnum):
@@ -143,6 +143,40 @@ def _differences(
         _, size, mtime_ns, inode = segment.seen[i]
         stat = FileStat(size, mtime_ns, inode, segment.devs[i])
         yield Difference(change, relpath, stat, records.get(relpath))
+
+
+def coalesce(events: Sequence[FsEvent]) -> list[FsEvent]:
+    """A batch of watcher events with each run of adjacent plain file events on one path
+    (created, modified, deleted: no folder, no rename) as one event.
+
+    In a batch, every such event queues its path for one of two moments, now (a
+    deletion) or now plus the settle time (anything else), and a path's job keeps the
+    later one: the run does what its last event that is not a deletion does (or, if all
+    are deletions, its first). A copy writes a file as a created and a few modified
+    events in a row; recorded one by one, each cost a lookup of the path's jobs.
+    """
+    out: list[FsEvent] = []
+    for event in events:
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and _plain(event)
+            and _plain(last)
+            and (event.folder, event.relpath) == (last.folder, last.relpath)
+        ):
+            if event.kind is not EventKind.DELETED:
+                out[-1] = event
+            continue
+        out.append(event)
+    return out
+
+
+def _plain(event: FsEvent) -> bool:
+    return not event.is_dir and event.kind not in (
+        EventKind.MOVED,
+        EventKind.RESCAN,
+        EventKind.ROOT_GONE,
+    )
 
 
 def needs_hash(tracked: TrackedFile | None, stat: FileStat) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from syncd import plan
 from syncd.admin import Admin
 from syncd.config import FolderConfig
 from syncd.ledger import Ledger
@@ -362,3 +364,40 @@ def test_a_scan_batch_queues_each_path_once_whatever_its_name(ledger: Ledger) ->
         str(JobState.PENDING): len(paths),
         str(JobState.CANCELLED): 1,
     }
+
+
+def _jobs(ledger: Ledger) -> list[tuple[object, ...]]:
+    rows = ledger.store.query(
+        "SELECT kind, state, relpath, not_before, detail FROM jobs ORDER BY relpath, kind, state"
+    )
+    return [tuple(r.values()) for r in rows]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_batch_of_events_queues_what_the_events_one_by_one_queue(
+    tmp_path: Path, seed: int
+) -> None:
+    """Adjacent events on one path are recorded as one (``plan.coalesce``): the jobs a
+    random batch leaves are those its events leave recorded one at a time."""
+    rng = random.Random(seed)
+    kinds = [EventKind.CREATED, EventKind.MODIFIED, EventKind.DELETED]
+    events = []
+    for _ in range(rng.randrange(1, 12)):
+        path = rng.choice(["a.jpg", "b.jpg", "d/c.jpg"])
+        if rng.random() < 0.1:
+            events.append(FsEvent(ROOT, EventKind.MOVED, path, rng.choice(["a.jpg", "e.jpg"])))
+        elif rng.random() < 0.05:
+            events.append(FsEvent(ROOT, EventKind.CREATED, "d", is_dir=True))
+        else:
+            events.append(FsEvent(ROOT, rng.choice(kinds), path))
+    results = []
+    for one_by_one in (False, True):
+        store = Store.open(tmp_path / f"{one_by_one}.db", clock=FakeClock())
+        ledger = Ledger(store, {ROOT: FolderConfig(path=Path(ROOT), settle_seconds=2)})
+        ledger.enqueue_paths(ROOT, ["b.jpg"])  # a job queued before the batch
+        for batch in ([e] for e in events) if one_by_one else [events]:
+            ledger.record_events(batch)
+        results.append(_jobs(ledger))
+        store.close()
+    assert results[0] == results[1], events
+    assert len(plan.coalesce(events)) <= len(events)
