@@ -322,10 +322,11 @@ class Ledger:
         )
         return str(found["asset_id"])
 
-    def upload_from_index(self, job: Job) -> str | None:
-        """End an upload job whose asset the library index already holds; its asset_id."""
+    def upload_from_index(self, job: Job, asset: Any = None) -> str | None:
+        """End an upload job whose asset the library index already holds; its asset_id.
+        ``asset``: the asset's row, when the caller has just read it."""
         assert job.asset_key is not None
-        index_key = _index_key(self.store.conn(), job.asset_key)
+        index_key = _index_key(self.store.conn(), job.asset_key, asset)
         if index_key is None or not self.store.query(
             "SELECT 1 FROM remote_index WHERE identity = ? AND tagset = ?", index_key
         ):

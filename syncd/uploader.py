@@ -43,6 +43,10 @@ from syncd.tags import asset_name, folder_tags
 
 log = structlog.get_logger(__name__)
 
+#: An upload reads up to this many of its asset's files (once the prepare slot is its):
+#: for one in a configured folder, then for one to read its bytes from.
+COPIES_LOOKED_AT = 100
+
 
 class FileWorkflow:
     """Runs ``file`` jobs."""
@@ -242,14 +246,15 @@ class UploadWorkflow:
         if asset["asset_id"]:
             ctx.ledger.store.transition(job, JobState.DONE, reason="already uploaded")
             return
-        if adopted := ctx.ledger.upload_from_index(job):
+        if adopted := ctx.ledger.upload_from_index(job, asset):
             log.info("upload.adopt", asset_id=adopted, name=asset["name"], via="library index")
             return
-        if not self._configured_copy(job):
-            ctx.ledger.upload_cancelled(job, "folder no longer configured")
-            return
         with imaging.slot():  # the source (up to 256 MB) and its re-encode: one at a time
-            source = self._read_source(job, asset["sha256"])
+            copies = ctx.admin.files_for_asset(job.asset_key, limit=COPIES_LOOKED_AT)
+            if not _configured_copy(copies, ctx.folders):
+                ctx.ledger.upload_cancelled(job, "folder no longer configured")
+                return
+            source = self._read_source(job, asset["sha256"], copies)
             if source is None:
                 return
             folder, relpath, data = source
@@ -291,17 +296,13 @@ class UploadWorkflow:
         ctx.ledger.upload_done(job, remote)
         log.info("upload.adopt_released", asset_id=remote.asset_id, name=asset["name"])
 
-    def _configured_copy(self, job: Job) -> bool:
-        """Whether a file of this asset still sits in a folder of the current config."""
-        assert job.asset_key is not None
-        rows = self.ctx.admin.files_for_asset(job.asset_key, limit=100)
-        return not rows or any(row["folder"] in self.ctx.folders for row in rows)
-
-    def _read_source(self, job: Job, sha: str) -> tuple[FolderConfig, str, bytes] | None:
-        """The bytes of a tracked copy whose hash still matches; stale copies are re-queued."""
+    def _read_source(
+        self, job: Job, sha: str, copies: list[dict[str, Any]]
+    ) -> tuple[FolderConfig, str, bytes] | None:
+        """The bytes of a tracked copy (of ``copies``, the asset's files) whose hash still
+        matches; stale copies are re-queued."""
         ctx = self.ctx
-        assert job.asset_key is not None
-        for row in ctx.admin.files_for_asset(job.asset_key):
+        for row in copies:
             folder = ctx.folders.get(row["folder"])
             if folder is None:
                 continue
@@ -438,6 +439,11 @@ class Opened:
     root: Root
     fd: int
     st: os.stat_result
+
+
+def _configured_copy(copies: list[dict[str, Any]], folders: Mapping[str, FolderConfig]) -> bool:
+    """Whether a file of the asset (of ``copies``) still sits in a configured folder."""
+    return not copies or any(row["folder"] in folders for row in copies)
 
 
 def tracked_stat(row: dict[str, Any]) -> FileStat:
