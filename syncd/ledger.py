@@ -34,8 +34,6 @@ from syncd.tags import asset_name
 S = JobState
 #: The reason a job carries while a rejected API key holds it back.
 KEY_PAUSE = "paused: the API key is not accepted"
-#: A path's file jobs that a new change supersedes or joins.
-_LIVE_FILE_JOBS = "kind = 'file' AND folder = ? AND relpath = ? AND state IN ('pending', 'failed')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +195,7 @@ class Ledger:
         self, conn: Conn, folder: str, relpath: str, when: float, *, hold: bool = False
     ) -> None:
         """One live pending job per path: a newer event pushes its settle time out."""
-        jobs = self.store.jobs_where(conn, _LIVE_FILE_JOBS, (folder, relpath))
+        jobs = self.store.live_file_jobs(conn, folder, [relpath]).get(relpath, [])
         self._enqueue_over(conn, jobs, folder, relpath, when, hold=hold)
 
     def _enqueue_over(

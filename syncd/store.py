@@ -68,9 +68,10 @@ CLAIM_SQL = (
     " ORDER BY not_before, id LIMIT 1"
 )
 NEXT_DUE_SQL = "SELECT min(not_before) FROM jobs WHERE kind = ? AND state = ?"
-#: A batch of paths' live (pending or failed) file jobs: one seek in ``jobs_path`` per
-#: path. The index is named: on a long queue SQLite would take ``jobs_claim`` for the
-#: ``IN`` list instead and read every pending job.
+#: A batch of paths' live file jobs (pending or failed: what a new change of the path
+#: supersedes or joins), one seek in ``jobs_path`` per path. The index is named: on a
+#: long queue SQLite would take ``jobs_claim`` for the ``IN`` list, and read every
+#: pending job.
 LIVE_FILE_JOBS_SQL = (
     "SELECT * FROM jobs INDEXED BY jobs_path WHERE kind = 'file' AND folder = ?"
     " AND relpath IN ({marks}) AND state IN ('pending', 'failed')"
