@@ -68,6 +68,13 @@ CLAIM_SQL = (
     " ORDER BY not_before, id LIMIT 1"
 )
 NEXT_DUE_SQL = "SELECT min(not_before) FROM jobs WHERE kind = ? AND state = ?"
+#: A job's columns as it is inserted, in the order of its values.
+_JOB_COLUMNS = (
+    "kind, state, attempt, folder, relpath, asset_key, not_before, reason, created_at,"
+    " updated_at, detail, intent_at"
+)
+_JOB_MARKS = ", ".join("?" * len(_JOB_COLUMNS.split(",")))
+INSERT_JOB_SQL = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_JOB_MARKS})"  # noqa: S608
 #: A batch of paths' live file jobs (pending or failed: what a new change of the path
 #: supersedes or joins), one seek in ``jobs_path`` per path. The index is named: on a
 #: long queue SQLite would take ``jobs_claim`` for the ``IN`` list, and read every
@@ -79,16 +86,11 @@ LIVE_FILE_JOBS_SQL = (
 #: Pending file jobs for a batch of paths (a JSON array) in one statement: one step of
 #: SQLite for the batch, not one per row as ``executemany`` takes.
 NEW_FILE_JOBS_SQL = (
-    "INSERT INTO jobs (kind, state, attempt, folder, relpath, asset_key, not_before, reason,"
-    " created_at, updated_at, detail, intent_at)"
+    f"INSERT INTO jobs ({_JOB_COLUMNS})"  # noqa: S608 (constant columns)
     " SELECT 'file', ?, 0, ?, value, NULL, ?, NULL, ?, ?, ?, NULL FROM json_each(?)"
 )
 #: Paths per query of :meth:`Store.live_file_jobs` (SQLite takes 32,766 parameters).
 LIVE_CHUNK = 500
-INSERT_JOB_SQL = (
-    "INSERT INTO jobs (kind, state, attempt, folder, relpath, asset_key, not_before, reason,"
-    " created_at, updated_at, detail, intent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 Row = dict[str, Any]
 Conn = sqlite3.Connection
 #: Content hashes are read back as hex on every connection of the store (PARSE_DECLTYPES).
@@ -551,7 +553,7 @@ class Store:
             sql = LIVE_FILE_JOBS_SQL.format(marks=",".join("?" * len(chunk)))
             for row in conn.execute(sql, (folder, *chunk)):
                 job = row_to_job(dict(row))
-                live.setdefault(row["relpath"], []).append(job)
+                live.setdefault(str(job.relpath), []).append(job)
         return live
 
     def jobs_where(self, conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[Job]:
