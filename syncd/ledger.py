@@ -464,10 +464,10 @@ class Ledger:
         self, conn: Conn, kind: JobKind, key: str, states: Sequence[JobState]
     ) -> list[Job]:
         marks = ",".join("?" * len(states))
-        return self.store.jobs_where(
+        return self.store.jobs_where(  # the kind in the text: see store.CLAIM_SQL
             conn,
-            f"asset_key = ? AND kind = ? AND state IN ({marks})",
-            [key, str(kind), *(str(s) for s in states)],
+            f"asset_key = ? AND kind = '{kind}' AND state IN ({marks})",
+            [key, *(str(s) for s in states)],
         )
 
     def _release(

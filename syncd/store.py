@@ -62,12 +62,19 @@ _PATH_FREE = (
     " AND other.relpath = jobs.relpath)"
 )
 #: The hot queries, one (kind, state) at a time so each is a seek in ``jobs_claim``
-#: (never an OR over kinds, which SQLite answers by reading every pending row).
-CLAIM_SQL = (
-    "SELECT * FROM jobs WHERE kind = ? AND state = ? AND not_before <= ?{busy}"
-    " ORDER BY not_before, id LIMIT 1"
-)
-NEXT_DUE_SQL = "SELECT min(not_before) FROM jobs WHERE kind = ? AND state = ?"
+#: (never an OR over kinds, which SQLite answers by reading every pending row). The kind
+#: is written into the text, not bound: SQLite compiles a statement that binds the kind
+#: again at every run, as the value might make the partial index ``jobs_path`` usable.
+CLAIM_SQL = {
+    kind: f"SELECT * FROM jobs WHERE kind = '{kind}' AND state = ? AND not_before <= ?"  # noqa: S608
+    + (_PATH_FREE if kind is JobKind.FILE else "")
+    + " ORDER BY not_before, id LIMIT 1"
+    for kind in JobKind
+}
+NEXT_DUE_SQL = {
+    kind: f"SELECT min(not_before) FROM jobs WHERE kind = '{kind}' AND state = ?"  # noqa: S608
+    for kind in JobKind
+}
 #: A job's columns as it is inserted, in the order of its values.
 _JOB_COLUMNS = (
     "kind, state, attempt, folder, relpath, asset_key, not_before, reason, created_at,"
@@ -605,8 +612,7 @@ class Store:
     @staticmethod
     def _due(conn: sqlite3.Connection, kind: JobKind, now: float) -> Job | None:
         """The earliest due job of one kind (a file job waits while its path is hashed)."""
-        sql = CLAIM_SQL.format(busy=_PATH_FREE if kind is JobKind.FILE else "")
-        row = conn.execute(sql, (str(kind), str(CLAIMABLE[kind]), now)).fetchone()
+        row = conn.execute(CLAIM_SQL[kind], (str(CLAIMABLE[kind]), now)).fetchone()
         return row_to_job(dict(row)) if row is not None else None
 
     def holds(self, job: Job) -> bool:
@@ -620,7 +626,7 @@ class Store:
         times = [
             row[0]
             for kind in kinds
-            for row in self.conn().execute(NEXT_DUE_SQL, (str(kind), str(CLAIMABLE[kind])))
+            for row in self.conn().execute(NEXT_DUE_SQL[kind], (str(CLAIMABLE[kind]),))
             if row[0] is not None
         ]
         return float(min(times)) if times else None

@@ -108,3 +108,26 @@ def test_the_rescan_reads_a_range_of_the_folder_by_its_key(
     assert not any(s.startswith("SCAN") or "TEMP B-TREE" in s for s in steps), steps
     upper = " AND relpath<?" if bounded else ""
     assert any(f"(folder=? AND relpath>?{upper})" in s for s in steps), steps
+
+
+def test_hot_statements_are_compiled_once(ledger: Ledger) -> None:
+    """A hot statement run again comes from the statement cache, not from SQLite's
+    compiler: a bound job kind would be compiled again at every run (it might make the
+    partial index ``jobs_path`` usable). SQLite asks the authorizer only while compiling."""
+    conns = (ledger.store.conn(), ledger.store.writer())
+    compiled: list[tuple[object, ...]] = []
+
+    def authorize(*action: object) -> int:
+        compiled.append(action)
+        return sqlite3.SQLITE_OK
+
+    for conn in conns:
+        conn.set_authorizer(authorize)  # expires every prepared statement: warm up again
+    try:
+        one_file_through_its_life(ledger)
+        compiled.clear()
+        one_file_through_its_life(ledger)
+    finally:
+        for conn in conns:
+            conn.set_authorizer(None)
+    assert {str(action[2]) for action in compiled if action[0] == sqlite3.SQLITE_READ} == set()
