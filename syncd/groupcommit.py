@@ -67,7 +67,13 @@ class GroupCommit:
         self._conn: sqlite3.Connection | None = None
         self._turn_lock = threading.RLock()
         self._depth = 0
-        self._cv = threading.Condition()
+        # One lock, three conditions, so a wake-up reaches only who it is for: the
+        # waiters for a batch (``_cv``), a leader waiting for company (``_company``), the
+        # flusher (``_flush_cv``). A record that does not wait then wakes one thread.
+        lock = threading.RLock()
+        self._cv = threading.Condition(lock)
+        self._company = threading.Condition(lock)
+        self._flush_cv = threading.Condition(lock)
         self._open = False
         self._members = 0
         self._notes: list[Any] = []
@@ -82,6 +88,7 @@ class GroupCommit:
         self._failed: dict[int, BaseException] = {}
         self._local = threading.local()
         self._flusher: threading.Thread | None = None
+        self._flusher_idle = False  # waiting for a record no one waits for
         self._closing = False
         #: Transactions committed, and records written (for the benchmarks).
         self.commits = 0
@@ -97,7 +104,7 @@ class GroupCommit:
         """Commit what is recorded (records that did not wait), then close."""
         with self._cv:
             self._closing = True
-            self._cv.notify_all()
+            self._notify_all()
         with contextlib.suppress(sqlite3.Error):
             self.flush()
         if self._flusher is not None:
@@ -183,17 +190,20 @@ class GroupCommit:
                     target=self._flush_loop, name="syncd-flusher", daemon=True
                 )
                 self._flusher.start()
-            self._cv.notify_all()
+            if self._flusher_idle:  # else it is already timing a flush, or about to
+                self._flush_cv.notify()
 
     def _flush_loop(self) -> None:
         while True:
             with self._cv:
                 while self._settled(self._unwaited) and not self._closing:
-                    self._cv.wait()
+                    self._flusher_idle = True
+                    self._flush_cv.wait()
+                    self._flusher_idle = False
                 if self._closing:
                     return
                 batch = self._unwaited
-                self._cv.wait_for(self._flushed_or_closing(batch), self._flush_after)
+                self._flush_cv.wait_for(self._flushed_or_closing(batch), self._flush_after)
             with contextlib.suppress(Exception):  # a lost batch is told to on_lost
                 self.wait(batch)
 
@@ -229,7 +239,7 @@ class GroupCommit:
             self._failed[batch] = exc
             if len(self._failed) > _FAILED_KEPT:
                 del self._failed[min(self._failed)]
-            self._cv.notify_all()
+            self._notify_all()
 
     def _settled(self, batch: int) -> bool:
         return self._durable >= batch or batch in self._failed
@@ -241,6 +251,7 @@ class GroupCommit:
         """
         with self._cv:
             self._waiting += 1
+            self._company.notify()  # a leader waiting for company counts it
             try:
                 while not self._settled(batch) and self._leading:
                     self._cv.wait()
@@ -263,7 +274,7 @@ class GroupCommit:
             left = start - time.monotonic()
             if left <= 0:
                 break
-            self._cv.wait(left)
+            self._company.wait(left)
         self._last_start = time.monotonic()
         self._last_company = self._waiting
 
@@ -293,7 +304,7 @@ class GroupCommit:
                     self._fail(last, error or sqlite3.OperationalError("commit interrupted"))
                 else:
                     self._durable = max(self._durable, last)
-                self._cv.notify_all()
+                self._notify_all()
         if error is not None:
             if lost:
                 self._on_lost(lost)
@@ -311,6 +322,12 @@ class GroupCommit:
             return exc
         self.commits += 1
         return None
+
+    def _notify_all(self) -> None:
+        """Under ``_cv``: a batch settled, or the end: every waiter looks again."""
+        self._cv.notify_all()
+        self._company.notify_all()
+        self._flush_cv.notify_all()
 
     def _raise_failed(self, batch: int) -> None:
         error = self._failed.get(batch)
