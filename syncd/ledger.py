@@ -256,11 +256,11 @@ class Ledger:
         with self.store.record(durable=durable, lost=job) as conn:
             old = self._upsert_file(conn, job, stat, sha256=sha256, key=key, problem=None)
             self.store.move(conn, job, S.DONE, reason=None)
-            conn.execute(
-                "INSERT OR IGNORE INTO assets (key, sha256, tags, name) VALUES (?, ?, ?, ?)",
+            asset = conn.execute(  # the asset's row, new or as it was, in one statement
+                "INSERT INTO assets (key, sha256, tags, name) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET key = key RETURNING *",
                 (key, sha_blob(sha256), json.dumps(list(tags)), name),
-            )
-            asset = conn.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
+            ).fetchone()
             # The asset's delete and upload jobs, in one look.
             jobs = self.store.jobs_where(
                 conn, "asset_key = ? AND kind IN ('delete', 'upload')", (key,)
@@ -277,7 +277,7 @@ class Ledger:
                 for j in jobs
             ):
                 ask = _predates_rebuild(conn, stat)
-                upload_id = self.store.new_job(
+                created = self.store.new_job(
                     conn,
                     JobKind.UPLOAD,
                     job.folder,
@@ -287,7 +287,7 @@ class Ledger:
                     detail={"ask_first": True} if ask else None,
                 )
                 queued = True
-                upload = self.store.job(conn, upload_id) if handoff else None
+                upload = created if handoff else None
             if old and old != key:
                 self._release(
                     conn, job.folder, old, hold=bool(job.detail.get("hold")), relpath=job.relpath

@@ -506,8 +506,9 @@ class Store:
         state: JobState | None = None,
         reason: str | None = None,
         detail: dict[str, Any] | None = None,
-    ) -> int:
-        """Insert a job in its kind's initial state (or ``held`` for a delete).
+    ) -> Job:
+        """Insert a job in its kind's initial state (or ``held`` for a delete); the job
+        as inserted (one statement: ``RETURNING``).
 
         ``state`` may also be the kind's in-flight state: the job is then claimed by its
         creator (attempt 1; for an upload, its intent set), as a claim would leave it.
@@ -518,15 +519,14 @@ class Store:
         now = self.clock()
         claimed = start is IN_FLIGHT[kind]
         intent = now if claimed and kind is JobKind.UPLOAD else None
-        cur = conn.execute(
-            INSERT_JOB_SQL,
+        row = conn.execute(
+            f"{INSERT_JOB_SQL} RETURNING *",
             (str(kind), str(start), int(claimed), folder, relpath, asset_key, not_before, reason,
              now, now, json.dumps(detail or {}), intent),
-        )  # fmt: skip
+        ).fetchone()  # fmt: skip
         if start is CLAIMABLE[kind]:
             self._queued(kind)
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        return row_to_job(dict(row))
 
     def new_file_jobs(
         self,
@@ -544,10 +544,6 @@ class Store:
         conn.execute(NEW_FILE_JOBS_SQL, (state, folder, not_before, now, now, text, paths))
         self._queued(JobKind.FILE, len(relpaths))
         return len(relpaths)
-
-    def job(self, conn: sqlite3.Connection, job_id: int) -> Job:
-        """One job as the transaction sees it."""
-        return self.jobs_where(conn, "id = ?", (job_id,))[0]
 
     def live_file_jobs(
         self, conn: sqlite3.Connection, folder: str, relpaths: Sequence[str]

@@ -73,7 +73,7 @@ def _dedupe_look(run: Running, key: str) -> None:
     store = run.daemon.store
     assert store is not None
     with store.write() as conn:
-        job = store.new_job(conn, JobKind.DEDUPE, run.config.folders[0].key, asset_key=key)
+        job = store.new_job(conn, JobKind.DEDUPE, run.config.folders[0].key, asset_key=key).id
     wait_until(lambda: run.jobs("id = ? AND state = 'done'", (job,)), 20, message="dedupe done")
 
 

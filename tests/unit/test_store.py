@@ -25,7 +25,7 @@ def store(tmp_path: Path) -> Store:
 
 def add_job(store: Store, kind: JobKind = JobKind.FILE, **kw: object) -> int:
     with store.write() as conn:
-        return store.new_job(conn, kind, "/hot", relpath="a.jpg", **kw)  # type: ignore[arg-type]
+        return store.new_job(conn, kind, "/hot", relpath="a.jpg", **kw).id  # type: ignore[arg-type]
 
 
 def test_new_database_is_migrated_to_the_latest_schema(tmp_path: Path) -> None:
