@@ -198,8 +198,15 @@ class DaemonProc:
                 self._ready.set()
 
     def wait_ready(self, timeout: float = 120.0) -> float:
-        if not self._ready.wait(timeout) or self.ready_after is None:
-            raise RuntimeError("the daemon did not become ready")
+        """Seconds from start to READY; fails at once if the daemon exits first."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited ({self.proc.returncode}) before READY")
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"the daemon (pid {self.proc.pid}) was not ready in {timeout} s")
+        assert self.ready_after is not None
         return self.ready_after
 
     @property
