@@ -205,7 +205,9 @@ class DaemonProc:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the daemon exited ({self.proc.returncode}) before READY")
             if time.monotonic() >= deadline:
-                raise RuntimeError(f"the daemon (pid {self.proc.pid}) was not ready in {timeout} s")
+                os.kill(self.pid, signal.SIGUSR1)  # its threads' stacks, to its stderr
+                time.sleep(1.0)
+                raise RuntimeError(f"the daemon (pid {self.pid}) was not ready in {timeout} s")
         assert self.ready_after is not None
         return self.ready_after
 

@@ -7,6 +7,7 @@ Exit codes: 0 done; 1 jobs failed (``sync``), a check failed, or a daemon thread
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -294,9 +295,12 @@ def emulator(**options: Any) -> None:
 
 
 def _on_signals(stop: Callable[[], None]) -> None:
-    """Handlers only set a flag; the loops notice it."""
+    """Handlers only set a flag; the loops notice it. SIGUSR1 writes every thread's stack
+    to stderr (the journal) and the daemon goes on: what a stuck daemon is doing, without
+    stopping it. Frames only (files, lines, functions), never a value, so never the key."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop())
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True, chain=False)
 
 
 def _register_operator_commands() -> None:

@@ -287,3 +287,23 @@ def test_run_stops_on_sigterm_within_10_seconds(cli: Cli, make_config, daemon_lo
     assert proc.wait(10) == 0
     assert time.monotonic() - started < 10
     assert "daemon.stopped" in daemon_log.read_text()
+
+
+def test_sigusr1_writes_every_threads_stack_and_the_daemon_goes_on(
+    cli: Cli, make_config, daemon_log: Path, emulator: EmulatorServer, hot: Path
+) -> None:
+    """SIGUSR1 to a running daemon: each thread's stack in its log, frames only (no
+    value, so no key), and the daemon keeps working, then stops cleanly."""
+    conf = make_config()
+    proc = cli.start("run", "-c", conf, log=daemon_log)
+    wait_for_log(daemon_log, "daemon.ready")
+    proc.send_signal(signal.SIGUSR1)
+    # The main thread's stack ends in the daemon's loop; the workers' stacks are there too.
+    text = wait_for_log(daemon_log, "in run_forever")
+    assert text.count("(most recent call first)") >= 3, text[-3000:]
+    assert "test-key" not in text
+    assert proc.poll() is None, f"the daemon goes on after the dump: {text[-3000:]}"
+    write_image(hot / "after-dump.jpg", 7)
+    wait_until(lambda: len(emulator.assets()) == 1, 30, message="an upload after the dump")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
