@@ -69,7 +69,7 @@ class GroupCommit:
         self._depth = 0
         # One lock, three conditions, so a wake-up reaches only who it is for: the
         # waiters for a batch (``_cv``), a leader waiting for company (``_company``), the
-        # flusher (``_flush_cv``). A record that does not wait then wakes one thread.
+        # flusher (``_flush_cv``). A record that does not wait wakes at most those two.
         lock = threading.RLock()
         self._cv = threading.Condition(lock)
         self._company = threading.Condition(lock)
@@ -192,6 +192,9 @@ class GroupCommit:
                 self._flusher.start()
             if self._flusher_idle:  # else it is already timing a flush, or about to
                 self._flush_cv.notify()
+            # A leader gathering company counts it again. (Not at each wait: a worker
+            # with nothing to do waits for the latest batch, and would cut the gap short.)
+            self._company.notify()
 
     def _flush_loop(self) -> None:
         while True:
@@ -251,7 +254,6 @@ class GroupCommit:
         """
         with self._cv:
             self._waiting += 1
-            self._company.notify()  # a leader waiting for company counts it
             try:
                 while not self._settled(batch) and self._leading:
                     self._cv.wait()

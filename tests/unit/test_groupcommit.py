@@ -232,38 +232,3 @@ def test_a_lone_writer_commits_at_once_however_long_the_gap(tmp_path: Path) -> N
     assert done == [0, 1, 2, 3, 4], "a lone writer waited for company"
     assert group.commits == 6
     group.close()
-
-
-def test_a_busy_leader_goes_as_soon_as_enough_records_wait(tmp_path: Path) -> None:
-    """When the commit before had company, a leader waits for more, up to the gap; it
-    goes the moment ``siblings`` records wait (each arrival wakes it), not at the gap's end."""
-    path = tmp_path / "busy.db"
-
-    def connect() -> sqlite3.Connection:
-        return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-
-    group = GroupCommit(connect, lambda _notes: None, gap=3600, siblings=2, flush_after=60)
-    with group.record() as conn:
-        conn.execute("CREATE TABLE t (n INTEGER)")
-    group._last_company = 2  # as after a commit two records waited for: a busy process
-    first_waits = threading.Event()
-    done: list[int] = []
-
-    def write(n: int) -> None:
-        with group.record() as conn:
-            conn.execute("INSERT INTO t (n) VALUES (?)", (n,))
-            if n == 0:
-                first_waits.set()
-        done.append(n)
-
-    first = threading.Thread(target=write, args=(0,), daemon=True)
-    first.start()
-    assert first_waits.wait(10)
-    wait_until(lambda: group._leading, 10, message="the first record leads, waiting for company")
-    second = threading.Thread(target=write, args=(1,), daemon=True)
-    second.start()
-    for thread in (first, second):
-        thread.join(timeout=20)
-    assert sorted(done) == [0, 1], "the leader waited out the gap with its company there"
-    assert group.commits == 2
-    group.close()
