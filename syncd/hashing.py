@@ -109,12 +109,21 @@ def _check_unchanged(fd: int, root: Root, relpath: str, before: os.stat_result, 
         raise FileChanged("changed while being read: the file was replaced")
 
 
+#: The smallest read buffer: a file that grows while it is hashed is read in pieces of
+#: this size (the hash is refused then all the same: the size no longer matches).
+_MIN_CHUNK = 1 << 16
+
+
 def sha256_fd(
     fd: int, before: os.stat_result, root: Root, relpath: str, *, chunk: int = 1 << 20
 ) -> tuple[str, FileStat]:
-    """Stream an open file through SHA-256; the stat returned is the one the hash belongs to."""
+    """Stream an open file through SHA-256; the stat returned is the one the hash belongs to.
+
+    The buffer fits the file (at least ``_MIN_CHUNK``, at most ``chunk``): a new buffer
+    is zeroed, and zeroing 1 MB for a small image cost more than hashing it.
+    """
     digest = hashlib.sha256()
-    buffer = bytearray(chunk)
+    buffer = bytearray(min(chunk, max(before.st_size + 1, _MIN_CHUNK)))
     view = memoryview(buffer)
     total = 0
     try:
