@@ -158,6 +158,7 @@ class DaemonProc:
     counts_file: Path = field(init=False)
     strace_file: Path = field(init=False)
     _sock: socket.socket | None = None
+    _drainer: threading.Thread | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -183,15 +184,22 @@ class DaemonProc:
                    "-o", str(self.strace_file), *cmd]  # fmt: skip
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, args=(self._sock,), daemon=True)
+        self._drainer.start()
 
-    def _drain(self) -> None:
-        """Read every notification (READY, STATUS...): a full socket would block the daemon."""
-        assert self._sock is not None
+    def _drain(self, sock: socket.socket) -> None:
+        """Read every notification (READY, STATUS...): a full socket would block the daemon.
+
+        Ends at the empty read a shutdown gives, before ``stop`` closes the socket: a read
+        still under way on a closed descriptor could take the next daemon's READY from a
+        new socket given the same number (a start that then never looked ready).
+        """
         while True:
             try:
-                msg = self._sock.recv(8192).decode()
+                msg = sock.recv(8192).decode()
             except OSError:
+                return
+            if not msg:
                 return
             if "READY=1" in msg.split("\n") and self.ready_after is None:
                 self.ready_after = time.perf_counter() - self.started
@@ -228,6 +236,8 @@ class DaemonProc:
         self.proc.wait(120)
         if self._sock is not None:
             self._sock.shutdown(socket.SHUT_RDWR)
+            if self._drainer is not None:
+                self._drainer.join(10)
             self._sock.close()
         counts: dict[str, int] = {}
         if self.counts_file.exists():
