@@ -75,13 +75,14 @@ NEXT_DUE_SQL = {
     kind: f"SELECT min(not_before) FROM jobs WHERE kind = '{kind}' AND state = ?"  # noqa: S608
     for kind in JobKind
 }
-#: A job's columns as it is inserted, in the order of its values.
+#: A job's columns as it is inserted, in the order of its values; one job's insert gives
+#: the row back (``Store.new_job``).
 _JOB_COLUMNS = (
     "kind, state, attempt, folder, relpath, asset_key, not_before, reason, created_at,"
     " updated_at, detail, intent_at"
 )
 _JOB_MARKS = ", ".join("?" * len(_JOB_COLUMNS.split(",")))
-INSERT_JOB_SQL = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_JOB_MARKS})"  # noqa: S608
+INSERT_JOB_SQL = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_JOB_MARKS}) RETURNING *"  # noqa: S608
 #: A batch of paths' live file jobs (pending or failed: what a new change of the path
 #: supersedes or joins), one seek in ``jobs_path`` per path. The index is named: on a
 #: long queue SQLite would take ``jobs_claim`` for the ``IN`` list, and read every
@@ -520,7 +521,7 @@ class Store:
         claimed = start is IN_FLIGHT[kind]
         intent = now if claimed and kind is JobKind.UPLOAD else None
         row = conn.execute(
-            f"{INSERT_JOB_SQL} RETURNING *",
+            INSERT_JOB_SQL,
             (str(kind), str(start), int(claimed), folder, relpath, asset_key, not_before, reason,
              now, now, json.dumps(detail or {}), intent),
         ).fetchone()  # fmt: skip
