@@ -144,26 +144,72 @@ def daemon_env(*, bytecode: bool = True) -> dict[str, str]:
     return env
 
 
+#: The kernel's own count of the two calls, per process and its threads (perf's syscall
+#: tracepoints): nothing stops the daemon at each call.
+_PERF_EVENTS = "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync"
+
+
+@functools.cache
+def perf_counts_syncs() -> bool:
+    """Whether ``perf stat`` can count the fsync calls here (it needs the tracepoints)."""
+    try:
+        probe = subprocess.run(
+            ["perf", "stat", "-x,", "-e", _PERF_EVENTS, "true"],
+            check=False, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0 and "sys_enter_fdatasync" in probe.stderr
+
+
+def sync_counter(out: Path) -> list[str]:
+    """The command that runs a daemon and counts its fsync and fdatasync calls into ``out``.
+
+    ``perf stat`` where it can: strace stops the daemon at every call it counts, and those
+    stops alone changed what was measured (NOTES.md, "The fsyncs measure's two modes").
+    strace otherwise, filtered to the two calls.
+    """
+    if perf_counts_syncs():
+        return ["perf", "stat", "-x,", "-e", _PERF_EVENTS, "-o", str(out), "--"]
+    return ["strace", "-f", "-qq", "--seccomp-bpf", "-c", "-e", "trace=fsync,fdatasync",
+            "-o", str(out)]  # fmt: skip
+
+
+def _sync_counts(text: str) -> dict[str, int]:
+    """fsync and fdatasync calls from what ``sync_counter``'s tool wrote."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if ",syscalls:sys_enter_" in line:  # perf stat -x,: count,unit,event,...
+            value, _unit, event = line.split(",")[:3]
+            if value.isdigit():
+                counts[event.removeprefix("syscalls:sys_enter_")] = int(value)
+            continue
+        parts = line.split()  # strace -c: a table, the call's name last
+        if parts and parts[-1] in ("fsync", "fdatasync"):
+            counts[parts[-1]] = int(parts[3] if len(parts) >= 6 else parts[-2])
+    return counts
+
+
 @dataclass
 class DaemonProc:
     """``syncd run`` in a process of its own, with sd_notify READY and counters."""
 
     conf: Path
     base: Path
-    strace: bool = False
+    count_syncs: bool = False
     bytecode: bool = True
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     ready_after: float | None = None
     counts_file: Path = field(init=False)
-    strace_file: Path = field(init=False)
+    syncs_file: Path = field(init=False)
     _sock: socket.socket | None = None
     _drainer: threading.Thread | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.counts_file = self.base / "counts.json"
-        self.strace_file = self.base / "strace.txt"
+        self.syncs_file = self.base / "syncs.txt"
 
     def start(self) -> None:
         sock_path = self.base / "notify.sock"
@@ -179,9 +225,8 @@ class DaemonProc:
             str(self.conf),
             str(self.counts_file),
         ]
-        if self.strace:
-            cmd = ["strace", "-f", "-qq", "--seccomp-bpf", "-c", "-e", "trace=fsync,fdatasync",
-                   "-o", str(self.strace_file), *cmd]  # fmt: skip
+        if self.count_syncs:
+            cmd = [*sync_counter(self.syncs_file), *cmd]
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
         self._drainer = threading.Thread(target=self._drain, args=(self._sock,), daemon=True)
@@ -221,15 +266,15 @@ class DaemonProc:
 
     @property
     def pid(self) -> int:
-        """The daemon's own pid (under strace, strace's child)."""
+        """The daemon's own pid (when its fsyncs are counted, the counter's child)."""
         assert self.proc is not None
-        if not self.strace:
+        if not self.count_syncs:
             return self.proc.pid
         kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
         return int(kids[0]) if kids else self.proc.pid
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM, wait; the counters it wrote (write transactions, fsyncs under strace)."""
+        """SIGTERM, wait; the counters it wrote (write transactions; fsyncs when counted)."""
         assert self.proc is not None
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
@@ -242,11 +287,8 @@ class DaemonProc:
         counts: dict[str, int] = {}
         if self.counts_file.exists():
             counts.update(json.loads(self.counts_file.read_text()))
-        if self.strace and self.strace_file.exists():
-            for line in self.strace_file.read_text().splitlines():
-                parts = line.split()
-                if parts and parts[-1] in ("fsync", "fdatasync"):
-                    counts[parts[-1]] = int(parts[3] if len(parts) >= 6 else parts[-2])
+        if self.count_syncs and self.syncs_file.exists():
+            counts.update(_sync_counts(self.syncs_file.read_text()))
         return counts
 
 
