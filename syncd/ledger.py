@@ -86,9 +86,10 @@ class Ledger:
             self._move_record(conn, event.folder, event.relpath, event.dest_relpath)
             self._enqueue(conn, event.folder, event.relpath, now)
             self._enqueue(conn, event.folder, event.dest_relpath, settle)
-        elif event.kind is EventKind.DELETED:
-            self._enqueue(conn, event.folder, event.relpath, now)
         else:
+            # A deletion too waits out the settle time before it is confirmed: removing a
+            # whole folder deletes its files one by one before the folder itself, and a
+            # root that goes away meanwhile must be seen first (README, "Deletions").
             self._enqueue(conn, event.folder, event.relpath, settle)
         return []
 

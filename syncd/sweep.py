@@ -141,8 +141,10 @@ class Sweeper:
         diffs: Iterator[plan.Difference],
         report: ScanReport,
     ) -> None:
-        """Queue findings in batches; gone files wait until their count is known."""
+        """Queue findings in batches; gone files wait until their count is known, and
+        are looked at again (with their root) only after the folder's settle time."""
         ledger = self.ctx.ledger
+        settle = folder.settle_seconds
         gone: list[str] = []
         hold = False
         while batch := list(islice(diffs, BATCH)):
@@ -162,10 +164,10 @@ class Sweeper:
             ledger.enqueue_paths(folder.key, paths)
             hold = plan.hold_deletes(0, len(gone), folder.max_deletes, held=hold)
             if hold and gone:
-                ledger.enqueue_paths(folder.key, gone, hold=True)
+                ledger.enqueue_paths(folder.key, gone, delay=settle, hold=True)
                 gone.clear()
         if gone:
-            ledger.enqueue_paths(folder.key, gone, hold=hold)
+            ledger.enqueue_paths(folder.key, gone, delay=settle, hold=hold)
 
 
 def _skipped(folder: FolderConfig, report: ScanReport, reason: str | None) -> ScanReport:

@@ -213,6 +213,51 @@ def test_removing_the_whole_hot_folder_deletes_nothing_remotely(start_daemon, ho
     assert all(r["reason"] is None or r["reason"].startswith("held") for r in held)
     assert len(run.assets()) == 3
     assert len(store.query("SELECT 1 FROM files WHERE folder = ?", (key,))) == 3
+
+
+def test_files_deleted_just_before_their_root_are_held_not_forgotten(start_daemon, hot) -> None:
+    """``rm -r`` of the hot folder deletes its files one by one, then the folder. A
+    deletion waits out the settle time before it is confirmed, so the root's going is
+    seen first: the files stay tracked, held, and no asset is deleted. (Confirmed at once,
+    the first file went while the others were still there: an ordinary deletion.)"""
+    run: Running = start_daemon(settle=2.0)
+    for i in range(3):
+        write_image(hot / f"{i}.jpg", 30 + i)
+    run.wait_assets(3)
+    store = run.daemon.store
+    assert store is not None
+    key = run.config.folders[0].key
+
+    def tracked() -> int:
+        return len(store.query("SELECT 1 FROM files WHERE folder = ?", (key,)))
+
+    def pending() -> list[dict[str, object]]:
+        return store.query(
+            "SELECT relpath, reason FROM jobs WHERE kind = 'file' AND state = 'pending'"
+            " AND folder = ?",
+            (key,),
+        )
+
+    (hot / "0.jpg").unlink()
+    # The first deletion is recorded (or, without the wait, already confirmed) ...
+    wait_until(
+        lambda: any(j["relpath"] == "0.jpg" for j in pending()) or tracked() < 3,
+        message="the first deletion recorded",
+    )
+    shutil.rmtree(hot)  # ... and then the rest goes, the folder last, as rm -r does
+    wait_until(
+        lambda: (store.folder_row(key) or {}).get("health") == "unavailable",
+        message="folder marked unavailable",
+    )
+    wait_until(
+        lambda: (
+            tracked() < 3
+            or (bool(jobs := pending()) and all(str(j["reason"]).startswith("held") for j in jobs))
+        ),
+        message="the deletions came due and were held",
+    )
+    assert tracked() == 3
+    assert len(run.assets()) == 3
     assert run.emulator.stats()["requests"].get("DELETE /v1/assets/{id}", 0) == 0
 
 
