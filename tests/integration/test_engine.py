@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+from syncd.store import Store
 from tests.running import Running
 from tests.support import image_bytes, wait_until, write_image
 
@@ -190,15 +191,19 @@ def test_changes_made_while_stopped_converge_at_start(start_daemon, hot: Path) -
     assert sha(new) in {a["sha256"] for a in run2.assets()}
 
 
+def three_uploaded(run: Running, hot: Path, seed: int) -> tuple[Store, str]:
+    """Three images in the hot folder, uploaded; the daemon's store and the folder's key."""
+    for i in range(3):
+        write_image(hot / f"{i}.jpg", seed + i)
+    run.wait_assets(3)
+    assert run.daemon.store is not None
+    return run.daemon.store, run.config.folders[0].key
+
+
 def test_removing_the_whole_hot_folder_deletes_nothing_remotely(start_daemon, hot) -> None:
     """An unmounted root (the folder gone, then back empty) holds; no asset is deleted."""
     run: Running = start_daemon()
-    for i in range(3):
-        write_image(hot / f"{i}.jpg", 20 + i)
-    run.wait_assets(3)
-    store = run.daemon.store
-    assert store is not None
-    key = run.config.folders[0].key
+    store, key = three_uploaded(run, hot, 20)
     shutil.rmtree(hot)
     wait_until(
         lambda: (store.folder_row(key) or {}).get("health") == "unavailable",
@@ -221,12 +226,7 @@ def test_files_deleted_just_before_their_root_are_held_not_forgotten(start_daemo
     seen first: the files stay tracked, held, and no asset is deleted. (Confirmed at once,
     the first file went while the others were still there: an ordinary deletion.)"""
     run: Running = start_daemon(settle=2.0)
-    for i in range(3):
-        write_image(hot / f"{i}.jpg", 30 + i)
-    run.wait_assets(3)
-    store = run.daemon.store
-    assert store is not None
-    key = run.config.folders[0].key
+    store, key = three_uploaded(run, hot, 30)
 
     def tracked() -> int:
         return len(store.query("SELECT 1 FROM files WHERE folder = ?", (key,)))
