@@ -149,11 +149,10 @@ def coalesce(events: Sequence[FsEvent]) -> list[FsEvent]:
     """A batch of watcher events with each run of adjacent plain file events on one path
     (created, modified, deleted: no folder, no rename) as one event.
 
-    In a batch, every such event queues its path for the same moment, now plus the
-    settle time (a deletion too), so the run is recorded as its last event that is not a
-    deletion (or, if all are deletions, its first). A copy writes a file as a created and
-    a few modified events in a row; recorded one by one, each cost a lookup of the path's
-    jobs.
+    Every such event queues its path for the same moment, now plus the settle time (a
+    deletion too), so the run is recorded as its last event. A copy writes a file as a
+    created and a few modified events in a row; recorded one by one, each cost a lookup
+    of the path's jobs.
     """
     out: list[FsEvent] = []
     for event in events:
@@ -164,8 +163,7 @@ def coalesce(events: Sequence[FsEvent]) -> list[FsEvent]:
             and _plain(last)
             and (event.folder, event.relpath) == (last.folder, last.relpath)
         ):
-            if event.kind is not EventKind.DELETED:
-                out[-1] = event
+            out[-1] = event
             continue
         out.append(event)
     return out

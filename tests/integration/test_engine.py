@@ -218,6 +218,7 @@ def test_removing_the_whole_hot_folder_deletes_nothing_remotely(start_daemon, ho
     assert all(r["reason"] is None or r["reason"].startswith("held") for r in held)
     assert len(run.assets()) == 3
     assert len(store.query("SELECT 1 FROM files WHERE folder = ?", (key,))) == 3
+    assert run.emulator.stats()["requests"].get("DELETE /v1/assets/{id}", 0) == 0
 
 
 def test_files_deleted_just_before_their_root_are_held_not_forgotten(start_daemon, hot) -> None:
