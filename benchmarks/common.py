@@ -73,11 +73,29 @@ def emulator(data: Path) -> Iterator[str]:
     assert proc.stdout is not None
     match = re.search(r"http://\S+", proc.stdout.readline())
     assert match, "the emulator did not say where it listens"
+    url = match.group(0)
+    _EMULATOR_PIDS[url] = proc.pid
     try:
-        yield match.group(0)
+        yield url
     finally:
+        del _EMULATOR_PIDS[url]
         proc.terminate()
         proc.wait(10)
+
+
+#: The process of each running emulator, by its URL.
+_EMULATOR_PIDS: dict[str, int] = {}
+
+
+def emulator_pid(url: str) -> int:
+    """The process id of the running emulator at ``url``."""
+    return _EMULATOR_PIDS[url]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user plus system, all threads) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def emulator_state(url: str) -> dict[str, object]:

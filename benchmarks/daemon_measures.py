@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import statistics
 import time
@@ -14,7 +15,9 @@ import httpx
 
 from benchmarks.common import (
     DaemonProc,
+    cpu_seconds,
     emulator,
+    emulator_pid,
     emulator_state,
     jpeg,
     make_tree,
@@ -32,8 +35,11 @@ CONCURRENCY = 4
 SETTLE = 0.3
 
 
-def raw_uploader(paths: list[Path], base: Path) -> float:
-    """Baseline: bare httpx POSTs by ``CONCURRENCY`` threads; no queue, hash or database."""
+def raw_uploader(paths: list[Path], base: Path) -> Result:
+    """Baseline: bare httpx POSTs by ``CONCURRENCY`` threads; no queue, hash or database.
+
+    Seconds (``elapsed_s``), and the CPU seconds of this process's threads and of the
+    emulator meanwhile."""
     with emulator(base / "emu-raw") as url:
         client = httpx.Client(base_url=url, headers={"Authorization": "Bearer k"})
 
@@ -45,12 +51,18 @@ def raw_uploader(paths: list[Path], base: Path) -> float:
             )
             answer.raise_for_status()
 
-        start = time.perf_counter()
+        server, cpu = emulator_pid(url), time.process_time()
+        server_cpu, start = cpu_seconds(server), time.perf_counter()
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             list(pool.map(send, paths))
         elapsed = time.perf_counter() - start
+        result = {
+            "elapsed_s": elapsed,
+            "client_cpu_s": time.process_time() - cpu,
+            "emulator_cpu_s": cpu_seconds(server) - server_cpu,
+        }
         client.close()
-    return elapsed
+    return result
 
 
 #: The burst alternates the raw uploader and syncd this many times, each against a fresh
@@ -64,21 +76,46 @@ def burst(base: Path, files: int, rounds: int = BURST_ROUNDS) -> Result:
     uploader (medians of ``rounds`` pairs); RSS, state and commits of the last round."""
     source = base / "card"
     paths = make_tree(source, files, salt=1)
-    raws: list[float] = []
+    raws: list[Result] = []
     runs: list[Result] = []
     for i in range(rounds):
         (base / f"raw{i}").mkdir()
         raws.append(raw_uploader(paths, base / f"raw{i}"))
         runs.append(_burst_once(base / f"syncd{i}", source, files))
+    raw_s = [raw["elapsed_s"] for raw in raws]
     elapsed = [run.pop("elapsed_s") for run in runs]
-    ratios = [raw / took for raw, took in zip(raws, elapsed, strict=True)]
+    ratios = [raw / took for raw, took in zip(raw_s, elapsed, strict=True)]
     return {
-        "raw_httpx_files_per_s": files / statistics.median(raws),
+        "raw_httpx_files_per_s": files / statistics.median(raw_s),
         "syncd_files_per_s": files / statistics.median(elapsed),
         "ratio_syncd_vs_raw": statistics.median(ratios),
         **{f"ratio_round_{i + 1}": ratio for i, ratio in enumerate(ratios)},
         "rounds": rounds,
+        **_cpu_per_file(raws, runs, files),
         **runs[-1],
+    }
+
+
+def _cpu_per_file(raws: list[Result], runs: list[Result], files: int) -> Result:
+    """CPU milliseconds per file (medians over the rounds), and the ratio syncd could
+    reach at most if its CPU and its emulator's kept every core busy (``cpu_bound_ratio``):
+    the two uploaders and the emulator share this machine's cores."""
+    cores = len(os.sched_getaffinity(0))
+
+    def per_file(rows: list[Result], key: str) -> float:
+        return statistics.median(row.pop(key) for row in rows) * 1000 / files
+
+    bounds = [
+        cores * raw["elapsed_s"] / (run["daemon_cpu_s"] + run["emulator_cpu_s"])
+        for raw, run in zip(raws, runs, strict=True)
+    ]
+    return {
+        "cpu_ms_per_file_raw_client": per_file(raws, "client_cpu_s"),
+        "cpu_ms_per_file_raw_emulator": per_file(raws, "emulator_cpu_s"),
+        "cpu_ms_per_file_syncd_daemon": per_file(runs, "daemon_cpu_s"),
+        "cpu_ms_per_file_syncd_emulator": per_file(runs, "emulator_cpu_s"),
+        "cpu_bound_ratio": statistics.median(bounds),
+        "cores": cores,
     }
 
 
@@ -93,11 +130,14 @@ def _burst_once(base: Path, source: Path, files: int) -> Result:
         ready = daemon.wait_ready()
         time.sleep(1.0)
         idle_before = rss_kb(daemon.pid)
+        server = emulator_pid(url)
+        cpu, server_cpu = cpu_seconds(daemon.pid), cpu_seconds(server)
         start = time.perf_counter()
         shutil.copytree(source, hot, dirs_exist_ok=True)
         copy = time.perf_counter() - start
         elapsed, peak = wait_uploaded(db, files, 600, daemon.pid)
         elapsed += copy
+        cpu, server_cpu = cpu_seconds(daemon.pid) - cpu, cpu_seconds(server) - server_cpu
         time.sleep(2.0)
         idle_after = rss_kb(daemon.pid)
         counts = daemon.stop()
@@ -106,6 +146,8 @@ def _burst_once(base: Path, source: Path, files: int) -> Result:
     rest = state_at_rest(db)
     return {
         "elapsed_s": elapsed,
+        "daemon_cpu_s": cpu,
+        "emulator_cpu_s": server_cpu,
         "assets_in_library": remote,
         "write_transactions_per_file": counts.get("write_transactions", 0) / files,
         "records_per_file": counts.get("records", 0) / files,
