@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +96,12 @@ def cpu_seconds(pid: int) -> float:
     """CPU time (user plus system, all threads) a running process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_meter(*pids: int) -> Callable[[], list[float]]:
+    """Started now: called later, the CPU seconds each process has used since."""
+    start = [cpu_seconds(pid) for pid in pids]
+    return lambda: [cpu_seconds(pid) - was for pid, was in zip(pids, start, strict=True)]
 
 
 def emulator_state(url: str) -> dict[str, object]:

@@ -15,7 +15,7 @@ import httpx
 
 from benchmarks.common import (
     DaemonProc,
-    cpu_seconds,
+    cpu_meter,
     emulator,
     emulator_pid,
     emulator_state,
@@ -51,18 +51,14 @@ def raw_uploader(paths: list[Path], base: Path) -> Result:
             )
             answer.raise_for_status()
 
-        server, cpu = emulator_pid(url), time.process_time()
-        server_cpu, start = cpu_seconds(server), time.perf_counter()
+        used = cpu_meter(os.getpid(), emulator_pid(url))
+        start = time.perf_counter()
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             list(pool.map(send, paths))
         elapsed = time.perf_counter() - start
-        result = {
-            "elapsed_s": elapsed,
-            "client_cpu_s": time.process_time() - cpu,
-            "emulator_cpu_s": cpu_seconds(server) - server_cpu,
-        }
+        client_cpu, server_cpu = used()
         client.close()
-    return result
+    return {"elapsed_s": elapsed, "client_cpu_s": client_cpu, "emulator_cpu_s": server_cpu}
 
 
 #: The burst alternates the raw uploader and syncd this many times, each against a fresh
@@ -130,14 +126,13 @@ def _burst_once(base: Path, source: Path, files: int) -> Result:
         ready = daemon.wait_ready()
         time.sleep(1.0)
         idle_before = rss_kb(daemon.pid)
-        server = emulator_pid(url)
-        cpu, server_cpu = cpu_seconds(daemon.pid), cpu_seconds(server)
+        used = cpu_meter(daemon.pid, emulator_pid(url))
         start = time.perf_counter()
         shutil.copytree(source, hot, dirs_exist_ok=True)
         copy = time.perf_counter() - start
         elapsed, peak = wait_uploaded(db, files, 600, daemon.pid)
         elapsed += copy
-        cpu, server_cpu = cpu_seconds(daemon.pid) - cpu, cpu_seconds(server) - server_cpu
+        daemon_cpu, server_cpu = used()
         time.sleep(2.0)
         idle_after = rss_kb(daemon.pid)
         counts = daemon.stop()
@@ -146,7 +141,7 @@ def _burst_once(base: Path, source: Path, files: int) -> Result:
     rest = state_at_rest(db)
     return {
         "elapsed_s": elapsed,
-        "daemon_cpu_s": cpu,
+        "daemon_cpu_s": daemon_cpu,
         "emulator_cpu_s": server_cpu,
         "assets_in_library": remote,
         "write_transactions_per_file": counts.get("write_transactions", 0) / files,
